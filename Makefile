@@ -1,0 +1,46 @@
+# keras-lottery: `make demo` and `make test` do all the set-up from nothing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BACKENDS := tensorflow jax torch
+EXTRAS := tensorflow,jax,torch,export,peer,plot,data,test,dev
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-backend lint bench clean
+
+# Reinstalls only when pyproject.toml changes (or the venv is missing).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned, so no extra can pull a CUDA build.
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m keras_lottery.cli demo
+
+# The suite once per backend, each in its own process; one line per backend.
+test: $(STAMP)
+	@$(VENV)/bin/ruff check keras_lottery tests examples benchmarks
+	@status=0; summary=""; \
+	for backend in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$backend ==="; \
+	  start=$$(date +%s); \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) > .venv/test-$$backend.log 2>&1; \
+	  rc=$$?; tail -n 25 .venv/test-$$backend.log; \
+	  line=$$(grep -E "(passed|failed|error)" .venv/test-$$backend.log | tail -n 1); \
+	  summary="$$summary\n$$backend: $$( [ $$rc -eq 0 ] && echo OK || echo FAILED ) ($$(( $$(date +%s) - start ))s) $$line"; \
+	  [ $$rc -eq 0 ] || status=1; \
+	done; \
+	printf "\n=== summary ===$$summary\n"; \
+	exit $$status
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_output

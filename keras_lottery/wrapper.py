@@ -1,0 +1,303 @@
+"""`PrunableWrapper`: a mask and a rewind point for every prunable weight."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lottery import registry
+
+
+def _copy(variable) -> np.ndarray:
+    """A host copy of a variable's value.
+
+    Assigning one variable's value to another would make both share one
+    buffer, which JAX's buffer donation in `fit` then rejects.
+    """
+    return np.array(ops.convert_to_numpy(variable), copy=True)
+
+
+def _variable_name(weight_name: str, suffix: str) -> str:
+    return f"{weight_name.replace('/', '_')}_{suffix}"
+
+
+@keras.saving.register_keras_serializable(package="keras_lottery")
+class PrunableWrapper(keras.layers.Wrapper):
+    """Wraps a layer so that its prunable weights can be masked and rewound.
+
+    For every prunable weight `w` of the wrapped layer (see
+    `keras_lottery.prunable_weights`) the wrapper holds two non-trainable
+    variables of the same shape:
+
+    - a mask of zeros and ones (all ones when built), and
+    - the initial value of `w`, captured when the wrapper is built: the
+      rewind point theta_0 of the Lottery Ticket Hypothesis.
+
+    It also keeps the initial value of the layer's other trainable weights
+    (biases), so that rewinding restores the whole layer.
+
+    The forward pass computes the wrapped layer with `w * mask` in place of
+    every prunable `w`, so a pruned weight has no effect on the outputs and
+    receives a gradient of exactly zero, whatever the optimizer does to the
+    raw variable. This works in `fit`, `evaluate`, `predict` and custom
+    training loops, compiled or eager, on TensorFlow, JAX and PyTorch.
+
+    Args:
+        layer: The `keras.layers.Layer` to wrap. Its type must have prunable
+            weights: a built-in type listed in the registry, a layer that
+            implements `get_prunable_weights()`, or one declared with
+            `keras_lottery.register_prunable`.
+        **kwargs: Passed on to `keras.layers.Wrapper` (e.g. `name`).
+
+    Example:
+
+    >>> import keras, numpy as np, keras_lottery as kl
+    >>> layer = kl.PrunableWrapper(keras.layers.Dense(2, use_bias=False))
+    >>> x = np.ones((1, 3), "float32")
+    >>> _ = layer(x)
+    >>> layer.set_mask("kernel", np.array([[1, 0], [1, 0], [1, 0]]))
+    >>> float(layer(x)[0, 1])
+    0.0
+    """
+
+    def __init__(self, layer: keras.layers.Layer, **kwargs):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                "PrunableWrapper wraps a keras.layers.Layer. "
+                f"Received: layer={layer!r} of type {type(layer).__name__}."
+            )
+        if isinstance(layer, PrunableWrapper):
+            raise ValueError(
+                f"Layer '{layer.name}' is already a PrunableWrapper; wrapping "
+                "it twice would mask its weights twice. Use it as it is."
+            )
+        if isinstance(layer, keras.Model):
+            raise TypeError(
+                "PrunableWrapper wraps a single layer, not a model. To make a "
+                "whole model prunable use keras_lottery.wrap(model). "
+                f"Received: layer={layer.name!r} ({type(layer).__name__})."
+            )
+        if not registry.is_prunable_type(layer):
+            raise ValueError(
+                f"Layer '{layer.name}' of type {type(layer).__name__} has no "
+                "prunable weights. Wrap a Dense, EinsumDense, Conv, "
+                "DepthwiseConv, SeparableConv, Embedding, SimpleRNN, LSTM, "
+                "GRU, MultiHeadAttention, Bidirectional or TimeDistributed "
+                "layer, or declare the weights of a custom layer with "
+                "keras_lottery.register_prunable(cls, ['kernel']) or a "
+                "get_prunable_weights() method."
+            )
+        kwargs.setdefault("name", f"prunable_{layer.name}")
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(layer, **kwargs)
+        self._weights = {}
+        self._masks = {}
+        self._initials = {}
+        self._other_weights = []
+        self._other_initials = []
+        self.supports_masking = layer.supports_masking
+
+    # ------------------------------------------------------------------ build
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            try:
+                self.layer.build(input_shape)
+            except Exception as error:  # noqa: BLE001 - rethrown with context
+                raise ValueError(
+                    f"Could not build the wrapped layer '{self.layer.name}' "
+                    f"({type(self.layer).__name__}) from input shape "
+                    f"{input_shape}: {error}. Build the layer (or call it on "
+                    "its inputs) before wrapping it."
+                ) from error
+            self.layer.built = True
+        self._create_state()
+        self.built = True
+
+    def _create_state(self):
+        weights = registry.prunable_weights(self.layer)
+        if not weights:
+            raise ValueError(
+                f"Layer '{self.layer.name}' of type {type(self.layer).__name__} "
+                "has no prunable weights once built (got none from the "
+                "registry or get_prunable_weights())."
+            )
+        self._weights = weights
+        for name, variable in weights.items():
+            self._masks[name] = self.add_weight(
+                name=_variable_name(name, "mask"),
+                shape=variable.shape,
+                initializer="ones",
+                dtype=variable.dtype,
+                trainable=False,
+            )
+            self._initials[name] = self.add_weight(
+                name=_variable_name(name, "initial"),
+                shape=variable.shape,
+                initializer="zeros",
+                dtype=variable.dtype,
+                trainable=False,
+            )
+            self._initials[name].assign(_copy(variable))
+        prunable_ids = {id(v) for v in weights.values()}
+        self._other_weights = [
+            v for v in self.layer.trainable_weights if id(v) not in prunable_ids
+        ]
+        self._other_initials = []
+        for i, variable in enumerate(self._other_weights):
+            initial = self.add_weight(
+                name=f"other_{i}_initial",
+                shape=variable.shape,
+                initializer="zeros",
+                dtype=variable.dtype,
+                trainable=False,
+            )
+            initial.assign(_copy(variable))
+            self._other_initials.append(initial)
+
+    def get_build_config(self):
+        config = super().get_build_config() or {}
+        layer_config = self.layer.get_build_config()
+        if layer_config is not None:
+            config["layer_build_config"] = layer_config
+        return config
+
+    def build_from_config(self, config):
+        layer_config = config.get("layer_build_config")
+        if layer_config is not None and not self.layer.built:
+            self.layer.build_from_config(layer_config)
+        self.build(config.get("input_shape"))
+
+    # ------------------------------------------------------------------- call
+    def call(self, inputs, *args, **kwargs):
+        masked = {
+            id(variable): self._masks[name]
+            for name, variable in self._weights.items()
+        }
+        mapping = []
+        for variable in self.layer.variables:
+            value = variable.value
+            mask = masked.get(id(variable))
+            if mask is not None:
+                value = value * ops.cast(mask.value, value.dtype)
+            mapping.append((variable, value))
+        # Keras resolves a variable through the innermost StatelessScope only,
+        # so every variable of the wrapped layer gets its current value here,
+        # read through any enclosing scope (JAX's stateless training step).
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            given = dict(scope.state_mapping)
+            outputs = self.layer(inputs, *args, **kwargs)
+        for variable in self.layer.variables:
+            key = id(variable)
+            if key in masked:
+                continue
+            current = scope.state_mapping.get(key)
+            if current is not None and current is not given.get(key):
+                variable.assign(current)
+        return outputs
+
+    def compute_output_spec(self, *args, **kwargs):
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+    def compute_output_shape(self, *args, **kwargs):
+        return self.layer.compute_output_shape(*args, **kwargs)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return self.layer.compute_mask(inputs, previous_mask)
+
+    # ---------------------------------------------------------- public state
+    @property
+    def weight_names(self) -> list[str]:
+        """Names of the prunable weights, e.g. `["kernel"]`."""
+        self._require_built()
+        return list(self._weights)
+
+    def prunable_variable(self, name: str) -> keras.Variable:
+        """Returns the raw (unmasked) variable of a prunable weight."""
+        self._require_built()
+        return self._weights[self._check_name(name)]
+
+    def mask_variable(self, name: str) -> keras.Variable:
+        """Returns the mask variable of a prunable weight."""
+        self._require_built()
+        return self._masks[self._check_name(name)]
+
+    def initial_variable(self, name: str) -> keras.Variable:
+        """Returns the variable holding the rewind point of a weight."""
+        self._require_built()
+        return self._initials[self._check_name(name)]
+
+    def get_mask(self, name: str) -> np.ndarray:
+        """Returns the mask of a prunable weight as a NumPy array of 0/1.
+
+        Args:
+            name: The weight name, one of `weight_names`.
+        """
+        return np.asarray(ops.convert_to_numpy(self.mask_variable(name)))
+
+    def set_mask(self, name: str, mask) -> None:
+        """Sets the mask of a prunable weight.
+
+        Args:
+            name: The weight name, one of `weight_names`.
+            mask: An array of the weight's shape holding only 0 and 1
+                (booleans are accepted).
+
+        Raises:
+            ValueError: If the shape differs or values other than 0/1 occur.
+        """
+        variable = self.mask_variable(name)
+        array = np.asarray(ops.convert_to_numpy(mask))
+        if array.shape != tuple(variable.shape):
+            raise ValueError(
+                f"Mask for '{self.layer.name}/{name}' must have shape "
+                f"{tuple(variable.shape)}. Received: mask with shape "
+                f"{array.shape}."
+            )
+        if array.dtype != bool and not np.all((array == 0) | (array == 1)):
+            bad = array[(array != 0) & (array != 1)].ravel()[:3]
+            raise ValueError(
+                f"Mask for '{self.layer.name}/{name}' must hold only 0 and 1. "
+                f"Received values such as {bad.tolist()}. Threshold your "
+                "scores first, e.g. mask = (scores > t).astype('float32')."
+            )
+        variable.assign(array.astype(variable.dtype))
+
+    def effective_weight(self, name: str) -> np.ndarray:
+        """Returns `w * mask` for a prunable weight as a NumPy array."""
+        raw = ops.convert_to_numpy(self.prunable_variable(name))
+        return np.asarray(raw) * self.get_mask(name).astype(raw.dtype)
+
+    def capture_initial(self) -> None:
+        """Stores the current weights of the layer as its rewind point."""
+        self._require_built()
+        for name, variable in self._weights.items():
+            self._initials[name].assign(_copy(variable))
+        for variable, initial in zip(self._other_weights, self._other_initials):
+            initial.assign(_copy(variable))
+
+    def restore_initial(self) -> None:
+        """Sets the layer's trainable weights back to the rewind point.
+
+        Masks are unchanged, so a pruned weight keeps zero effect.
+        """
+        self._require_built()
+        for name, variable in self._weights.items():
+            variable.assign(_copy(self._initials[name]))
+        for variable, initial in zip(self._other_weights, self._other_initials):
+            variable.assign(_copy(initial))
+
+    def _check_name(self, name):
+        if name not in self._weights:
+            raise KeyError(
+                f"Layer '{self.layer.name}' has no prunable weight named "
+                f"{name!r}. Its prunable weights are {list(self._weights)}."
+            )
+        return name
+
+    def _require_built(self):
+        if not self.built:
+            raise ValueError(
+                f"PrunableWrapper '{self.name}' is not built yet. Call it on "
+                "inputs (or build the model) first."
+            )
