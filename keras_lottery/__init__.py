@@ -4,6 +4,14 @@ Wrap a model, prune it by magnitude, rewind it, and ship the winning ticket,
 on the TensorFlow, JAX and PyTorch backends alike.
 """
 
+from keras_lottery.criteria import (
+    Group,
+    PruneReport,
+    get_masks,
+    prune,
+    set_masks,
+    shuffle_masks,
+)
 from keras_lottery.model import PruningSummary, WeightSummary, strip, summary, wrap
 from keras_lottery.registry import prunable_weights, register_prunable
 from keras_lottery.rewind import (
@@ -12,20 +20,29 @@ from keras_lottery.rewind import (
     reset_optimizer,
     rewind,
 )
+from keras_lottery.schedule import LotterySchedule, RewindCheckpoint
 from keras_lottery.wrapper import PrunableWrapper
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Group",
+    "LotterySchedule",
     "PrunableWrapper",
+    "PruneReport",
     "PruningSummary",
+    "RewindCheckpoint",
     "WeightSummary",
     "capture_init",
     "checkpoint",
+    "get_masks",
     "prunable_weights",
+    "prune",
     "register_prunable",
     "reset_optimizer",
     "rewind",
+    "set_masks",
+    "shuffle_masks",
     "strip",
     "summary",
     "wrap",

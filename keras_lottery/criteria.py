@@ -1,0 +1,556 @@
+"""Which weights to prune: scoring criteria, pruning scopes, exact counts.
+
+The rule that picks a mask (this module) is kept apart from the mechanics
+that apply it (`PrunableWrapper`), as in `torch.nn.utils.prune`. All the
+arithmetic runs in NumPy on host copies of the weights, so the same
+weights and seed give the same masks on TensorFlow, JAX and PyTorch.
+
+Counting rule, used everywhere: a pool of `n` remaining weights pruned at
+rate `r` loses `floor(r * n + 0.5)` of them (round half up), fewer only
+where `min_remaining` protects weights. Ties in score are broken by
+position: the weight that comes first (layer order, then row-major index)
+is pruned first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import keras
+import numpy as np
+
+from keras_lottery.model import (
+    iter_weight_keys,
+    output_layer_keys,
+    require_wrappers,
+)
+from keras_lottery.wrapper import PrunableWrapper
+
+SCOPES = ("layer", "global")
+CRITERIA = ("magnitude", "random")
+GRANULARITIES = ("weight",)
+
+Criterion = str | Callable[[np.ndarray, str], np.ndarray]
+
+
+def pruned_count(rate: float, remaining: int) -> int:
+    """How many of `remaining` weights one round at `rate` removes.
+
+    `floor(rate * remaining + 0.5)`: round half up, the one rounding rule
+    of the library.
+
+    Example:
+
+    >>> from keras_lottery.criteria import pruned_count
+    >>> pruned_count(0.2, 1000), pruned_count(0.5, 3)
+    (200, 2)
+    """
+    return math.floor(rate * remaining + 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Layers pruned together, on one threshold, at their own rate.
+
+    Args:
+        layers: Layer names (as keys of `get_masks`, without the weight).
+        rate: The group's rate; the `rate` of `prune` when None.
+    """
+
+    layers: tuple[str, ...]
+    rate: float | None = None
+
+    def __init__(self, layers: Sequence[str], rate: float | None = None):
+        object.__setattr__(self, "layers", tuple(layers))
+        object.__setattr__(self, "rate", rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrunedWeight:
+    """One row of a `PruneReport`."""
+
+    name: str
+    pool: str
+    rate: float
+    total: int
+    before: int
+    after: int
+    threshold: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneReport:
+    """What one `prune` step did, per prunable weight. Printable."""
+
+    weights: tuple[PrunedWeight, ...]
+    scope: str
+    criterion: str
+
+    @property
+    def total(self) -> int:
+        return sum(w.total for w in self.weights)
+
+    @property
+    def before(self) -> int:
+        return sum(w.before for w in self.weights)
+
+    @property
+    def after(self) -> int:
+        return sum(w.after for w in self.weights)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of all prunable weights that are zero after the step."""
+        return 1.0 - self.after / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "scope": self.scope,
+            "criterion": self.criterion,
+            "weights": [dataclasses.asdict(w) for w in self.weights],
+            "total": self.total,
+            "before": self.before,
+            "after": self.after,
+            "sparsity": self.sparsity,
+        }
+
+    def __str__(self) -> str:
+        header = ("Weight", "Pool", "Rate", "Before", "After", "Threshold")
+        rows = [
+            (
+                w.name,
+                w.pool,
+                f"{w.rate:.4g}",
+                f"{w.before:,}",
+                f"{w.after:,}",
+                "-" if w.threshold is None else f"{w.threshold:.4g}",
+            )
+            for w in self.weights
+        ]
+        rows.append(("Total", "", "", f"{self.before:,}", f"{self.after:,}",
+                     f"{100 * self.sparsity:.2f}% sparse"))
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(6)]
+
+        def fmt(row):
+            return "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths))
+            )
+
+        rule = "-" * len(fmt(header))
+        return "\n".join(
+            [fmt(header), rule, *map(fmt, rows[:-1]), rule, fmt(rows[-1])]
+        )
+
+
+# -------------------------------------------------------------- validation
+def _check_rate(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{what}` must be a number in [0, 1). Received: {value!r}")
+    if not 0.0 <= float(value) < 1.0 or math.isnan(value):
+        raise ValueError(
+            f"`{what}` is the fraction of the remaining weights to remove and "
+            f"must be in [0, 1). Received: {what}={value}"
+        )
+    return float(value)
+
+
+# ----------------------------------------------------------------- scoring
+def score_weights(
+    entries, criterion: Criterion, seed: int | None
+) -> dict[str, np.ndarray]:
+    """Scores every prunable weight; a higher score means keep."""
+    rng = np.random.default_rng(seed)
+    scores = {}
+    for key, wrapper, name in entries:
+        weight = wrapper.effective_weight(name)
+        if not np.all(np.isfinite(weight)):
+            raise ValueError(
+                f"Weight '{key}' holds NaN or infinite values, so magnitudes "
+                "are meaningless; refusing to prune. Check the training run "
+                "that produced them (learning rate, loss scaling)."
+            )
+        if criterion == "magnitude":
+            score = np.abs(weight)
+        elif criterion == "random":
+            score = rng.random(weight.shape)
+        else:
+            score = np.asarray(criterion(weight, key), dtype=np.float64)
+            if score.shape != weight.shape:
+                raise ValueError(
+                    f"The criterion must return one score per weight: shape "
+                    f"{weight.shape} for '{key}'. Received: shape {score.shape}."
+                )
+            if not np.all(np.isfinite(score)):
+                raise ValueError(
+                    f"The criterion returned NaN or infinite scores for '{key}'."
+                )
+        scores[key] = score
+    return scores
+
+
+def _select(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k lowest scores; ties go to the lowest index."""
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    if k >= scores.size:
+        return np.arange(scores.size)
+    threshold = np.partition(scores, k - 1)[k - 1]
+    below = np.flatnonzero(scores < threshold)
+    equal = np.flatnonzero(scores == threshold)[: k - below.size]
+    return np.concatenate([below, equal])
+
+
+def _protected(score: np.ndarray, alive: np.ndarray, keep: int) -> np.ndarray:
+    """Positions (flat) of the `keep` best-scored alive weights."""
+    alive_idx = np.flatnonzero(alive)
+    if keep <= 0 or alive_idx.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if keep >= alive_idx.size:
+        return alive_idx
+    # The best `keep` scores; among ties the later positions are kept, the
+    # mirror of pruning the earlier ones first.
+    order = np.lexsort((-alive_idx, -score.ravel()[alive_idx]))
+    return alive_idx[order[:keep]]
+
+
+# ------------------------------------------------------------------- pools
+def _resolve_pools(
+    model, entries, rate, scope, output_rate, rates, groups
+) -> tuple[dict[str, tuple[str, float]], list[str]]:
+    """Assigns every weight key to a (pool name, rate)."""
+    by_layer: dict[str, list[str]] = {}
+    wrapper_of: dict[str, PrunableWrapper] = {}
+    for key, wrapper, name in entries:
+        layer = key[: -len(name) - 1]
+        by_layer.setdefault(layer, []).append(key)
+        wrapper_of[layer] = wrapper
+    layer_keys = set(by_layer)
+
+    assignment: dict[str, tuple[str, float]] = {}
+    group_of: dict[str, int] = {}
+    for i, group in enumerate(groups or []):
+        if not isinstance(group, Group):
+            if isinstance(group, str) or not isinstance(group, Sequence):
+                raise TypeError(
+                    "Each entry of `groups` is a list of layer names or a "
+                    f"keras_lottery.Group. Received: {group!r}"
+                )
+            group = Group(group)
+        group_rate = rate if group.rate is None else _check_rate(
+            group.rate, f"groups[{i}].rate"
+        )
+        for layer in group.layers:
+            if layer not in layer_keys:
+                raise ValueError(
+                    f"groups[{i}] names '{layer}', which is not a wrapped "
+                    f"layer. Wrapped layers: {sorted(layer_keys)}."
+                )
+            if layer in group_of:
+                raise ValueError(
+                    f"Layer '{layer}' is in two groups ({group_of[layer]} and "
+                    f"{i}); a layer can be pruned in one group only."
+                )
+            group_of[layer] = i
+            for key in by_layer[layer]:
+                assignment[key] = (f"group{i}", group_rate)
+
+    overrides: dict[str, float] = {}
+    for selector, value in (rates or {}).items():
+        value = _check_rate(value, f"rates[{selector!r}]")
+        name = selector.__name__ if isinstance(selector, type) else selector
+        matched = [
+            layer for layer, w in wrapper_of.items()
+            if layer == name or type(w.layer).__name__ == name
+        ]
+        if not matched:
+            raise ValueError(
+                f"`rates` has key {selector!r}, which matches no wrapped layer "
+                f"name or layer type. Wrapped layers: {sorted(layer_keys)}."
+            )
+        for layer in matched:
+            if layer == name or layer not in overrides:
+                overrides[layer] = value
+
+    outputs = output_layer_keys(model)
+    out_rate = rate / 2 if output_rate is None else _check_rate(
+        output_rate, "output_rate"
+    )
+    for key, _, name in entries:
+        if key in assignment:
+            continue
+        layer = key[: -len(name) - 1]
+        if layer in overrides:
+            assignment[key] = (f"layer:{layer}", overrides[layer])
+        elif layer in outputs:
+            assignment[key] = (f"output:{layer}", out_rate)
+        elif scope == "global":
+            assignment[key] = ("global", rate)
+        else:
+            assignment[key] = (f"weight:{key}", rate)
+    return assignment, outputs
+
+
+def prune(
+    model: keras.Model,
+    rate: float = 0.2,
+    *,
+    scope: str = "layer",
+    output_rate: float | None = None,
+    rates: Mapping[str | type, float] | None = None,
+    groups: Sequence[Sequence[str] | Group] | None = None,
+    criterion: Criterion = "magnitude",
+    granularity: str = "weight",
+    min_remaining: int = 1,
+    seed: int | None = None,
+) -> PruneReport:
+    """Prunes a fraction of the remaining weights by score; one IMP step.
+
+    Each weight is assigned to a pool, which loses exactly
+    `floor(rate * n + 0.5)` of its `n` remaining weights, the lowest-scored
+    first (ties: the earliest position first). Pools, by priority:
+
+    1. each entry of `groups`: its layers on one threshold, at its rate;
+    2. layers named (or whose type is named) in `rates`: each on its own;
+    3. the model's output layers, found from its graph: each on its own, at
+       `output_rate` (Frankle & Carbin 2019 prune the output layer at half
+       the rate of the others);
+    4. everything else: with `scope="layer"` each prunable weight on its own
+       threshold; with `scope="global"` one threshold over all of them.
+
+    A pruned weight is never revived, and every weight tensor keeps at least
+    `min_remaining` of its best-scored weights.
+
+    Args:
+        model: A model holding `PrunableWrapper` layers.
+        rate: Fraction of the remaining weights to remove, in [0, 1).
+        scope: `"layer"` or `"global"`.
+        output_rate: Rate of the output layers; `rate / 2` when None.
+        rates: Overrides by layer name or layer type (class or class name),
+            e.g. `{"Conv2D": 0.15, "Dense": 0.2}`.
+        groups: Lists of layer names (or `Group(layers, rate)`) pruned
+            collectively. A layer may be in one group only.
+        criterion: `"magnitude"` (|w|), `"random"` (same counts, random
+            positions: the random-pruning control), or a callable
+            `fn(weight: np.ndarray, name: str) -> scores` of the weight's
+            shape, where a higher score means keep. `weight` is the
+            effective weight (pruned entries are 0); pruned entries are
+            never candidates, whatever their score.
+        granularity: `"weight"` (unstructured). Structured granularities
+            plug in here.
+        min_remaining: Weights each weight tensor keeps at least (so no
+            layer is cut off, which global pruning otherwise can do).
+        seed: Seed of the `"random"` criterion.
+
+    Returns:
+        A `PruneReport` with, per weight, the counts before and after and
+        the score threshold used; `print(report)` shows it as a table.
+
+    Raises:
+        ValueError: For a rate outside [0, 1), an unknown scope, criterion
+            or granularity, NaN or infinite weights, a model without
+            wrapped layers, unknown layers in `rates`/`groups`, or a layer
+            in two groups.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([
+    ...     keras.Input((10,)), keras.layers.Dense(10), keras.layers.Dense(2)]))
+    >>> report = kl.prune(model, rate=0.2)
+    >>> [(w.name, w.after) for w in report.weights]
+    [('dense/kernel', 80), ('dense_1/kernel', 18)]
+    """
+    rate = _check_rate(rate, "rate")
+    if scope not in SCOPES:
+        raise ValueError(f"`scope` must be one of {SCOPES}. Received: scope={scope!r}")
+    if not callable(criterion) and criterion not in CRITERIA:
+        raise ValueError(
+            f"`criterion` must be one of {CRITERIA} or a callable "
+            f"fn(weight, name) -> scores. Received: criterion={criterion!r}"
+        )
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"`granularity` must be one of {GRANULARITIES}. "
+            f"Received: granularity={granularity!r}"
+        )
+    if isinstance(min_remaining, bool) or not isinstance(min_remaining, int) or (
+        min_remaining < 0
+    ):
+        raise ValueError(
+            "`min_remaining` is a count of weights, an int >= 0. "
+            f"Received: min_remaining={min_remaining!r}"
+        )
+    entries = list(iter_weight_keys(require_wrappers(model)))
+    assignment, _ = _resolve_pools(
+        model, entries, rate, scope, output_rate, rates, groups
+    )
+    scores = score_weights(entries, criterion, seed)
+    masks = {key: wrapper.get_mask(name) for key, wrapper, name in entries}
+
+    pools: dict[str, list[str]] = {}
+    for key, _, _ in entries:
+        pools.setdefault(assignment[key][0], []).append(key)
+
+    new_masks: dict[str, np.ndarray] = {}
+    thresholds: dict[str, float | None] = {}
+    for keys in pools.values():
+        pool_rate = assignment[keys[0]][1]
+        candidate_scores, candidate_pos = [], []
+        remaining = 0
+        for key in keys:
+            alive = masks[key].ravel() != 0
+            remaining += int(alive.sum())
+            candidates = alive.copy()
+            candidates[_protected(scores[key], alive, min_remaining)] = False
+            idx = np.flatnonzero(candidates)
+            candidate_scores.append(scores[key].ravel()[idx])
+            candidate_pos.append(idx)
+        flat_scores = np.concatenate(candidate_scores)
+        k = min(pruned_count(pool_rate, remaining), flat_scores.size)
+        chosen = _select(flat_scores, k)
+        thresholds_value = float(flat_scores[chosen].max()) if k else None
+        offsets = np.cumsum([0] + [p.size for p in candidate_pos])
+        for i, key in enumerate(keys):
+            local = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])]
+            mask = masks[key].ravel().copy()
+            mask[candidate_pos[i][local - offsets[i]]] = 0
+            new_masks[key] = mask.reshape(masks[key].shape)
+            thresholds[key] = thresholds_value
+
+    rows = []
+    for key, wrapper, name in entries:
+        wrapper.set_mask(name, new_masks[key])
+        rows.append(
+            PrunedWeight(
+                name=key,
+                pool=assignment[key][0].split(":")[0],
+                rate=assignment[key][1],
+                total=int(masks[key].size),
+                before=int(np.count_nonzero(masks[key])),
+                after=int(np.count_nonzero(new_masks[key])),
+                threshold=thresholds[key],
+            )
+        )
+    return PruneReport(
+        tuple(rows),
+        scope=scope,
+        criterion=criterion if isinstance(criterion, str) else getattr(
+            criterion, "__name__", "custom"
+        ),
+    )
+
+
+# -------------------------------------------------------------- mask I/O
+def get_masks(model: keras.Model) -> dict[str, np.ndarray]:
+    """Returns every mask of a wrapped model, keyed `"layer/weight"`.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([keras.Input((3,)),
+    ...                                   keras.layers.Dense(2)]))
+    >>> {k: v.shape for k, v in kl.get_masks(model).items()}
+    {'dense/kernel': (3, 2)}
+    """
+    return {
+        key: wrapper.get_mask(name)
+        for key, wrapper, name in iter_weight_keys(require_wrappers(model))
+    }
+
+
+def set_masks(
+    model: keras.Model, masks: Mapping[str, np.ndarray], *, strict: bool = True
+) -> None:
+    """Sets masks by `"layer/weight"` key, e.g. from `get_masks` of a ticket.
+
+    Transfers a ticket between models of the same architecture (Morcos et
+    al. 2019, "One ticket to win them all").
+
+    Args:
+        model: A model holding `PrunableWrapper` layers.
+        masks: Arrays of 0/1 keyed like `get_masks(model)`.
+        strict: Require a mask for every prunable weight of `model`.
+
+    Raises:
+        ValueError: For an unknown key, a missing key (when `strict`), a
+            shape mismatch or values other than 0/1. Nothing is changed
+            unless every mask is valid.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> def make():
+    ...     return kl.wrap(keras.Sequential([keras.Input((3,)),
+    ...                                      keras.layers.Dense(2)]))
+    >>> a, b = make(), make()
+    >>> _ = kl.prune(a, 0.5)
+    >>> kl.set_masks(b, kl.get_masks(a))
+    >>> int(kl.get_masks(b)["dense/kernel"].sum())
+    4
+    """
+    if not isinstance(masks, Mapping):
+        raise TypeError(
+            "`masks` must be a dict of 'layer/weight' -> array, as returned "
+            f"by get_masks. Received: {type(masks).__name__}."
+        )
+    targets = {
+        key: (wrapper, name)
+        for key, wrapper, name in iter_weight_keys(require_wrappers(model))
+    }
+    unknown = sorted(set(masks) - set(targets))
+    if unknown:
+        raise ValueError(
+            f"`masks` has keys {unknown} that match no prunable weight of "
+            f"model '{model.name}'. Its weights are {sorted(targets)}."
+        )
+    missing = sorted(set(targets) - set(masks))
+    if strict and missing:
+        raise ValueError(
+            f"`masks` lacks {missing}. Pass a mask for every prunable weight, "
+            "or strict=False to leave those masks unchanged."
+        )
+    checked = {}
+    for key, value in masks.items():
+        wrapper, name = targets[key]
+        array = np.asarray(keras.ops.convert_to_numpy(value))
+        expected = tuple(wrapper.mask_variable(name).shape)
+        if array.shape != expected:
+            raise ValueError(
+                f"Mask '{key}' must have shape {expected}. Received: shape "
+                f"{array.shape}. Masks transfer only between models of the "
+                "same architecture."
+            )
+        if array.dtype != bool and not np.all((array == 0) | (array == 1)):
+            raise ValueError(f"Mask '{key}' must hold only 0 and 1.")
+        checked[key] = array
+    for key, array in checked.items():
+        wrapper, name = targets[key]
+        wrapper.set_mask(name, array)
+
+
+def shuffle_masks(model: keras.Model, seed: int | None = None) -> None:
+    """Moves each mask's ones to random positions, keeping its sparsity.
+
+    The mask-shuffle control: same per-layer sparsity, structure destroyed.
+
+    Args:
+        model: A model holding `PrunableWrapper` layers.
+        seed: Seed of the permutation.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([keras.Input((10,)),
+    ...                                   keras.layers.Dense(10)]))
+    >>> _ = kl.prune(model, 0.5)
+    >>> kl.shuffle_masks(model, seed=0)
+    >>> int(kl.get_masks(model)["dense/kernel"].sum())
+    50
+    """
+    rng = np.random.default_rng(seed)
+    for _, wrapper, name in iter_weight_keys(require_wrappers(model)):
+        mask = wrapper.get_mask(name)
+        wrapper.set_mask(name, rng.permutation(mask.ravel()).reshape(mask.shape))
