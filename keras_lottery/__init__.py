@@ -14,6 +14,7 @@ from keras_lottery.criteria import (
 )
 from keras_lottery.model import PruningSummary, WeightSummary, strip, summary, wrap
 from keras_lottery.registry import prunable_weights, register_prunable
+from keras_lottery.results import RoundRecord, SearchResult
 from keras_lottery.rewind import (
     capture_init,
     checkpoint,
@@ -21,6 +22,7 @@ from keras_lottery.rewind import (
     rewind,
 )
 from keras_lottery.schedule import LotterySchedule, RewindCheckpoint
+from keras_lottery.search import SearchError, lottery_search
 from keras_lottery.wrapper import PrunableWrapper
 
 __version__ = "0.1.0"
@@ -32,10 +34,14 @@ __all__ = [
     "PruneReport",
     "PruningSummary",
     "RewindCheckpoint",
+    "RoundRecord",
+    "SearchError",
+    "SearchResult",
     "WeightSummary",
     "capture_init",
     "checkpoint",
     "get_masks",
+    "lottery_search",
     "prunable_weights",
     "prune",
     "register_prunable",

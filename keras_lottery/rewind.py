@@ -178,7 +178,8 @@ def _fresh_weights(layer, rng) -> list[np.ndarray]:
     """New trainable weights for `layer`, drawn from its own initializers."""
     config = _reseed(keras.saving.serialize_keras_object(layer), rng)
     clone = keras.saving.deserialize_keras_object(config)
-    clone.build_from_config(layer.get_build_config())
+    if not clone.built:  # the serialized config may already build it
+        clone.build_from_config(layer.get_build_config())
     return [_to_numpy(v) for v in clone.trainable_weights]
 
 
