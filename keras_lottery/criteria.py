@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_lottery.granularity import Granularity, get_granularity
 from keras_lottery.model import (
     iter_weight_keys,
     output_layer_keys,
@@ -30,7 +31,6 @@ from keras_lottery.wrapper import PrunableWrapper
 
 SCOPES = ("layer", "global")
 CRITERIA = ("magnitude", "random")
-GRANULARITIES = ("weight",)
 
 Criterion = str | Callable[[np.ndarray, str], np.ndarray]
 
@@ -302,7 +302,7 @@ def prune(
     rates: Mapping[str | type, float] | None = None,
     groups: Sequence[Sequence[str] | Group] | None = None,
     criterion: Criterion = "magnitude",
-    granularity: str = "weight",
+    granularity: str | Granularity = "weight",
     min_remaining: int = 1,
     seed: int | None = None,
 ) -> PruneReport:
@@ -338,8 +338,9 @@ def prune(
             shape, where a higher score means keep. `weight` is the
             effective weight (pruned entries are 0); pruned entries are
             never candidates, whatever their score.
-        granularity: `"weight"` (unstructured). Structured granularities
-            plug in here.
+        granularity: `"weight"` (unstructured), or a
+            `keras_lottery.granularity.Granularity` grouping weights into
+            units pruned whole; counts and `min_remaining` are then in units.
         min_remaining: Weights each weight tensor keeps at least (so no
             layer is cut off, which global pruning otherwise can do).
         seed: Seed of the `"random"` criterion.
@@ -371,11 +372,7 @@ def prune(
             f"`criterion` must be one of {CRITERIA} or a callable "
             f"fn(weight, name) -> scores. Received: criterion={criterion!r}"
         )
-    if granularity not in GRANULARITIES:
-        raise ValueError(
-            f"`granularity` must be one of {GRANULARITIES}. "
-            f"Received: granularity={granularity!r}"
-        )
+    units = get_granularity(granularity)
     if isinstance(min_remaining, bool) or not isinstance(min_remaining, int) or (
         min_remaining < 0
     ):
@@ -400,13 +397,15 @@ def prune(
         pool_rate = assignment[keys[0]][1]
         candidate_scores, candidate_pos = [], []
         remaining = 0
+        unit_alive = {}
         for key in keys:
-            alive = masks[key].ravel() != 0
+            unit_scores, alive = units.reduce(scores[key], masks[key], key)
+            unit_alive[key] = alive
             remaining += int(alive.sum())
             candidates = alive.copy()
-            candidates[_protected(scores[key], alive, min_remaining)] = False
+            candidates[_protected(unit_scores, alive, min_remaining)] = False
             idx = np.flatnonzero(candidates)
-            candidate_scores.append(scores[key].ravel()[idx])
+            candidate_scores.append(unit_scores[idx])
             candidate_pos.append(idx)
         flat_scores = np.concatenate(candidate_scores)
         k = min(pruned_count(pool_rate, remaining), flat_scores.size)
@@ -415,9 +414,9 @@ def prune(
         offsets = np.cumsum([0] + [p.size for p in candidate_pos])
         for i, key in enumerate(keys):
             local = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])]
-            mask = masks[key].ravel().copy()
-            mask[candidate_pos[i][local - offsets[i]]] = 0
-            new_masks[key] = mask.reshape(masks[key].shape)
+            alive = unit_alive[key].copy()
+            alive[candidate_pos[i][local - offsets[i]]] = False
+            new_masks[key] = units.expand(alive, masks[key])
             thresholds[key] = thresholds_value
 
     rows = []
