@@ -461,7 +461,11 @@ def get_masks(model: keras.Model) -> dict[str, np.ndarray]:
 
 
 def set_masks(
-    model: keras.Model, masks: Mapping[str, np.ndarray], *, strict: bool = True
+    model: keras.Model,
+    masks: Mapping[str, np.ndarray],
+    *,
+    strict: bool = True,
+    by: str = "name",
 ) -> None:
     """Sets masks by `"layer/weight"` key, e.g. from `get_masks` of a ticket.
 
@@ -472,6 +476,9 @@ def set_masks(
         model: A model holding `PrunableWrapper` layers.
         masks: Arrays of 0/1 keyed like `get_masks(model)`.
         strict: Require a mask for every prunable weight of `model`.
+        by: `"name"` matches keys to `get_masks(model)` keys; `"order"`
+            matches the i-th mask to the i-th prunable weight (for a model
+            of the same architecture whose layers are named differently).
 
     Raises:
         ValueError: For an unknown key, a missing key (when `strict`), a
@@ -499,11 +506,22 @@ def set_masks(
         key: (wrapper, name)
         for key, wrapper, name in iter_weight_keys(require_wrappers(model))
     }
+    if by == "order":
+        if len(masks) != len(targets):
+            raise ValueError(
+                f"by='order' needs one mask per prunable weight: "
+                f"{len(targets)} for model '{model.name}'. "
+                f"Received: {len(masks)} masks."
+            )
+        masks = dict(zip(targets, masks.values()))
+    elif by != "name":
+        raise ValueError(f"`by` must be 'name' or 'order'. Received: by={by!r}")
     unknown = sorted(set(masks) - set(targets))
     if unknown:
         raise ValueError(
             f"`masks` has keys {unknown} that match no prunable weight of "
-            f"model '{model.name}'. Its weights are {sorted(targets)}."
+            f"model '{model.name}'. Its weights are {sorted(targets)}. If "
+            "the models differ only in layer names, pass by='order'."
         )
     missing = sorted(set(targets) - set(masks))
     if strict and missing:

@@ -1,0 +1,287 @@
+"""Pruning engine: exact counts, scopes, output rate, ties, controls, errors."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import BACKEND, ROOT, mlp
+
+import keras_lottery as kl
+from keras_lottery.criteria import pruned_count
+
+
+def lenet():
+    return kl.wrap(mlp((784, 300, 100, 10)))
+
+
+def counts(model):
+    return {k: int(v.sum()) for k, v in kl.get_masks(model).items()}
+
+
+def test_layer_scope_exact_counts_and_output_half_rate():
+    model = kl.wrap(mlp((10, 20, 30, 5)))
+    report = kl.prune(model, rate=0.2)
+    assert counts(model) == {
+        "dense/kernel": 200 - 40,
+        "dense_1/kernel": 600 - 120,
+        "dense_2/kernel": 150 - pruned_count(0.1, 150),
+    }
+    rows = {w.name: w for w in report.weights}
+    assert rows["dense_2/kernel"].pool == "output"
+    assert rows["dense_2/kernel"].rate == pytest.approx(0.1)
+    assert "Total" in str(report)
+    assert report.to_dict()["after"] == sum(counts(model).values())
+
+
+def test_magnitude_prunes_the_smallest_weights_of_each_layer(rng):
+    model = kl.wrap(mlp((6, 8, 3)))
+    kernel = rng.normal(size=(6, 8)).astype("float32")
+    model.layers[0].layer.kernel.assign(kernel)
+    kl.prune(model, rate=0.25)
+    mask = kl.get_masks(model)["dense/kernel"]
+    threshold = np.sort(np.abs(kernel).ravel())[12]
+    np.testing.assert_array_equal(mask, (np.abs(kernel) >= threshold).astype("float32"))
+
+
+def test_global_scope_uses_one_threshold_across_layers(rng):
+    model = kl.wrap(mlp((4, 6, 6, 2)))
+    kernels = [rng.normal(size=(4, 6)) * 0.1, rng.normal(size=(6, 6)) * 2.0]
+    for layer, kernel in zip(model.layers[:2], kernels):
+        layer.layer.kernel.assign(kernel.astype("float32"))
+    kl.prune(model, rate=0.5, scope="global", min_remaining=0)
+    masks = kl.get_masks(model)
+    pool = np.concatenate([np.abs(k.astype("float32")).ravel() for k in kernels])
+    threshold = np.sort(pool)[pool.size // 2]
+    for name, kernel in zip(["dense/kernel", "dense_1/kernel"], kernels):
+        expected = np.abs(kernel.astype("float32")) >= threshold
+        np.testing.assert_array_equal(masks[name], expected.astype("float32"))
+    # The small-magnitude first layer loses far more than half its weights.
+    assert masks["dense/kernel"].sum() < 12
+    # The output layer is its own pool at rate / 2.
+    assert masks["dense_2/kernel"].sum() == 12 - pruned_count(0.25, 12)
+
+
+def test_global_scope_min_remaining_keeps_every_layer_alive(rng):
+    model = kl.wrap(mlp((4, 6, 6, 2)))
+    model.layers[0].layer.kernel.assign(np.full((4, 6), 1e-6, "float32"))
+    kl.prune(model, rate=0.9, scope="global", min_remaining=3)
+    assert kl.get_masks(model)["dense/kernel"].sum() == 3
+
+
+def test_ties_are_broken_by_position():
+    model = kl.wrap(mlp((2, 4, 2)))
+    model.layers[0].layer.kernel.assign(np.ones((2, 4), "float32"))
+    kl.prune(model, rate=0.5)
+    np.testing.assert_array_equal(
+        kl.get_masks(model)["dense/kernel"],
+        np.array([[0, 0, 0, 0], [1, 1, 1, 1]], "float32"),
+    )
+
+
+def test_masks_only_ever_lose_ones():
+    model = kl.wrap(mlp((8, 16, 4)))
+    previous = kl.get_masks(model)
+    for i in range(5):
+        # Scramble the raw weights so that magnitudes would favour revival.
+        for layer in model.layers:
+            raw = layer.layer.kernel
+            raw.assign(np.random.default_rng(i).normal(size=raw.shape) * 10)
+        kl.prune(model, rate=0.3)
+        current = kl.get_masks(model)
+        for key in current:
+            assert np.all(current[key] <= previous[key])
+        previous = current
+
+
+def test_lenet_18_rounds_match_the_paper_fractions():
+    model = lenet()
+    totals = {k: v.size for k, v in kl.get_masks(model).items()}
+    paper = {3: 51.3, 7: 21.1, 12: 7.0, 15: 3.6, 18: 1.9}
+    for r in range(1, 19):
+        kl.prune(model, rate=0.2)
+        if r in paper:
+            now = counts(model)
+            for key, n in totals.items():
+                rate = 0.1 if key == "dense_2/kernel" else 0.2
+                # Exactly the documented rule, applied round after round...
+                expected = n
+                for _ in range(r):
+                    expected -= pruned_count(rate, expected)
+                assert now[key] == expected, (r, key)
+                # ...which stays within about one weight of n * (1 - rate)^r
+                # (per-round rounding: 149 vs 150.09 for the output layer
+                # after 18 rounds, the largest gap on LeNet).
+                assert abs(now[key] - n * (1 - rate) ** r) < 1.1, (r, key)
+            percent = 100 * sum(now.values()) / sum(totals.values())
+            assert round(percent, 1) == paper[r]
+
+
+def test_random_criterion_has_magnitude_counts_and_is_seeded():
+    a, b = lenet(), lenet()
+    kl.prune(a, 0.5, criterion="random", seed=3)
+    kl.prune(b, 0.5, criterion="random", seed=3)
+    c = lenet()
+    kl.prune(c, 0.5)
+    assert list(counts(a).values()) == list(counts(c).values())
+    for mask_a, mask_b in zip(kl.get_masks(a).values(), kl.get_masks(b).values()):
+        np.testing.assert_array_equal(mask_a, mask_b)
+
+
+def test_callable_criterion_and_bad_scores():
+    model = kl.wrap(mlp((2, 4, 2)))
+    keep_last_column = lambda w, name: np.tile(np.arange(w.shape[-1]), (w.shape[0], 1))  # noqa: E731
+    kl.prune(model, 0.5, criterion=keep_last_column, output_rate=0.5)
+    assert kl.get_masks(model)["dense/kernel"][:, 2:].all()
+    with pytest.raises(ValueError, match="one score per weight"):
+        kl.prune(model, 0.5, criterion=lambda w, n: np.zeros(3))
+
+
+def test_rates_override_by_type_and_by_name():
+    model = kl.wrap(mlp((10, 10, 10, 10)))
+    kl.prune(model, 0.2, rates={"Dense": 0.5, "dense_1": 0.1})
+    assert counts(model) == {
+        "dense/kernel": 50,
+        "dense_1/kernel": 90,
+        "dense_2/kernel": 50,
+    }
+
+
+def test_groups_prune_collectively_at_their_rate(rng):
+    model = kl.wrap(mlp((4, 4, 4, 2)))
+    model.layers[0].layer.kernel.assign(np.full((4, 4), 0.01, "float32"))
+    model.layers[1].layer.kernel.assign(np.full((4, 4), 5.0, "float32"))
+    report = kl.prune(model, 0.2, groups=[kl.Group(["dense", "dense_1"], rate=0.25)])
+    c = counts(model)
+    assert c["dense/kernel"] == 16 - 8 and c["dense_1/kernel"] == 16
+    assert {w.pool for w in report.weights[:2]} == {"group0"}
+    with pytest.raises(ValueError, match="two groups"):
+        kl.prune(model, 0.2, groups=[["dense"], ["dense", "dense_1"]])
+    with pytest.raises(ValueError, match="not a wrapped layer"):
+        kl.prune(model, 0.2, groups=[["nope"]])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"rate": 1.0}, "must be in \\[0, 1\\)"),
+        ({"rate": -0.1}, "must be in \\[0, 1\\)"),
+        ({"rate": float("nan")}, "must be in \\[0, 1\\)"),
+        ({"scope": "model"}, "scope"),
+        ({"criterion": "gradient"}, "criterion"),
+        ({"granularity": "row"}, "granularity"),
+        ({"rates": {"Conv2D": 0.1}}, "matches no wrapped layer"),
+        ({"min_remaining": -1}, "min_remaining"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(kwargs, match):
+    model = kl.wrap(mlp())
+    kwargs = {"rate": 0.2, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        kl.prune(model, **kwargs)
+
+
+def test_nan_weights_are_refused_and_name_the_layer():
+    model = kl.wrap(mlp())
+    kernel = np.ones((8, 16), "float32")
+    kernel[0, 0] = np.nan
+    model.layers[0].layer.kernel.assign(kernel)
+    before = kl.get_masks(model)
+    with pytest.raises(ValueError, match="dense/kernel"):
+        kl.prune(model)
+    for key, mask in kl.get_masks(model).items():
+        np.testing.assert_array_equal(mask, before[key])
+
+
+def test_model_without_wrappers_is_a_clear_error():
+    with pytest.raises(ValueError, match="wrap"):
+        kl.prune(mlp())
+
+
+def test_get_set_masks_transfer_a_ticket():
+    a = kl.wrap(mlp())
+    kl.prune(a, 0.6)
+    same_names = kl.search.copy_model(a)
+    kl.set_masks(same_names, {k: np.ones_like(v) for k, v in kl.get_masks(a).items()})
+    kl.set_masks(same_names, kl.get_masks(a))
+    other_names = kl.wrap(mlp())
+    with pytest.raises(ValueError, match="by='order'"):
+        kl.set_masks(other_names, kl.get_masks(a))
+    kl.set_masks(other_names, kl.get_masks(a), by="order")
+    for target in (same_names, other_names):
+        for got, want in zip(kl.get_masks(target).values(), kl.get_masks(a).values()):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_set_masks_errors_change_nothing():
+    model = kl.wrap(mlp())
+    masks = kl.get_masks(model)
+    with pytest.raises(ValueError, match="match no prunable weight"):
+        kl.set_masks(model, {**masks, "nope/kernel": np.ones(2)})
+    with pytest.raises(ValueError, match="shape"):
+        kl.set_masks(model, {**masks, "dense/kernel": np.zeros((2, 2))})
+    with pytest.raises(ValueError, match="lacks"):
+        kl.set_masks(model, {"dense/kernel": np.zeros((8, 16))})
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        kl.set_masks(model, {**masks, "dense/kernel": np.full((8, 16), 0.5)})
+    assert all(m.all() for m in kl.get_masks(model).values())
+    kl.set_masks(model, {"dense/kernel": np.zeros((8, 16))}, strict=False)
+    assert kl.get_masks(model)["dense/kernel"].sum() == 0
+
+
+def test_shuffle_masks_keeps_per_layer_sparsity():
+    model = kl.wrap(mlp((20, 20, 20)))
+    kl.prune(model, 0.5)
+    before = kl.get_masks(model)
+    kl.shuffle_masks(model, seed=0)
+    after = kl.get_masks(model)
+    for key in before:
+        assert after[key].sum() == before[key].sum()
+        assert not np.array_equal(after[key], before[key])
+
+
+_MASK_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    if os.environ["KERAS_BACKEND"] == "torch":
+        import torch  # noqa: F401
+    import numpy as np, keras, keras_lottery as kl
+    model = kl.wrap(keras.Sequential([keras.Input((30,)),
+        keras.layers.Dense(20), keras.layers.Dense(5)]))
+    rng = np.random.default_rng(7)
+    model.set_weights([rng.normal(size=w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+    for r in range(3):
+        kl.prune(model, 0.3, scope="global" if r % 2 else "layer")
+    kl.prune(model, 0.3, criterion="random", seed=5)
+    np.savez(sys.argv[1], **kl.get_masks(model))
+    """
+)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="spawns all three backends once")
+def test_same_weights_and_seed_give_identical_masks_on_every_backend(tmp_path):
+    script = tmp_path / "masks.py"
+    script.write_text(_MASK_SCRIPT)
+    outputs = {}
+    for backend in ("tensorflow", "jax", "torch"):
+        out = tmp_path / f"{backend}.npz"
+        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
+        subprocess.run(
+            [sys.executable, str(script), str(out)], env=env, check=True,
+            capture_output=True, timeout=300,
+        )
+        outputs[backend] = dict(np.load(out))
+    reference = outputs["tensorflow"]
+    for backend in ("jax", "torch"):
+        assert outputs[backend].keys() == reference.keys()
+        for key in reference:
+            np.testing.assert_array_equal(outputs[backend][key], reference[key])
+    assert sorted(reference) == ["dense/kernel", "dense_1/kernel"]
+    # Pruning happened: the masks are not all ones.
+    assert not math.isclose(reference["dense/kernel"].mean(), 1.0)
