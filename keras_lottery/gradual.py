@@ -1,0 +1,434 @@
+"""Gradual magnitude pruning: tfmot's sparsity schedules for Keras 3.
+
+Pruning during one training run, to a target sparsity reached over many
+steps (Zhu & Gupta 2017, "To prune, or not to prune"), as
+`tfmot.sparsity.keras.prune_low_magnitude` does with its `PolynomialDecay`
+and `ConstantSparsity` schedules. Here the schedule drives a Keras callback,
+`GradualPruning`, which prunes the `PrunableWrapper`s of a wrapped model
+with `prune_to_sparsity`; it works on TensorFlow, JAX and PyTorch.
+
+Unlike the lottery loop (`LotterySchedule`, `lottery_search`), nothing is
+rewound: the surviving weights keep training, which is the classic
+"prune while training" recipe for a small deployable model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from keras_lottery.criteria import PrunedWeight, PruneReport, _select
+from keras_lottery.model import iter_weight_keys, require_wrappers, summary
+
+SCOPES = ("layer", "global")
+
+
+# ---------------------------------------------------------------- checks
+def _check_sparsity(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"`{what}` must be a number in [0, 1). Received: {what}={value!r}"
+        )
+    value = float(value)
+    if math.isnan(value) or not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"`{what}` is the fraction of weights that are zero and must be in "
+            f"[0, 1). Received: {what}={value}"
+        )
+    return value
+
+
+def _check_step(value, what: str, *, allow_minus_one: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{what}` must be an int. Received: {what}={value!r}")
+    value = int(value)
+    if value < 0 and not (allow_minus_one and value == -1):
+        hint = " (or -1: never stop)" if allow_minus_one else ""
+        raise ValueError(
+            f"`{what}` is a training step and must be >= 0{hint}. "
+            f"Received: {what}={value}"
+        )
+    return value
+
+
+def _check_frequency(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+        value < 1
+    ):
+        raise ValueError(
+            "`frequency` is the number of steps between pruning steps, an int "
+            f">= 1. Received: frequency={value!r}"
+        )
+    return int(value)
+
+
+# ------------------------------------------------------------- schedules
+class PruningSchedule:
+    """Base class: when to prune, and to what sparsity.
+
+    A schedule is called with a training step (the number of training
+    batches run before it, counted from 0) and returns
+    `(should_prune, sparsity)`. Subclass it and implement `__call__` for a
+    schedule of your own.
+    """
+
+    def __call__(self, step: int) -> tuple[bool, float]:
+        raise NotImplementedError
+
+    def _in_range(self, step: int, begin: int, end: int, frequency: int) -> bool:
+        if step < begin or (end >= 0 and step > end):
+            return False
+        return (step - begin) % frequency == 0 or step == end
+
+
+class PolynomialDecay(PruningSchedule):
+    """Sparsity rising from `initial_sparsity` to `final_sparsity` (tfmot's).
+
+    The sparsity at step `t` (Zhu & Gupta 2017) is
+
+        s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_n - t_0)) ** power
+
+    with `t_0 = begin_step`, `t_n = end_step`, `s_i = initial_sparsity` and
+    `s_f = final_sparsity`; `s_t = s_i` before `begin_step` and `s_f` after
+    `end_step`. Pruning happens at `begin_step` and every `frequency` steps
+    after it, up to `end_step`. Unlike tfmot, `end_step` itself is always a
+    pruning step, so the model ends at exactly `final_sparsity` even when
+    `end_step - begin_step` is not a multiple of `frequency`.
+
+    Args:
+        initial_sparsity: Sparsity at `begin_step`, in [0, 1).
+        final_sparsity: Sparsity at and after `end_step`, in [0, 1).
+        begin_step: First pruning step (>= 0).
+        end_step: Last pruning step (> `begin_step`).
+        power: Exponent of the decay; 3 as in the paper and tfmot.
+        frequency: Steps between two pruning steps.
+
+    Example:
+
+    >>> from keras_lottery.gradual import PolynomialDecay
+    >>> schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10,
+    ...                            frequency=5)
+    >>> [(t, schedule(t)[0], round(schedule(t)[1], 3)) for t in (0, 5, 7, 10)]
+    [(0, True, 0.0), (5, True, 0.7), (7, False, 0.778), (10, True, 0.8)]
+    """
+
+    def __init__(
+        self,
+        initial_sparsity: float,
+        final_sparsity: float,
+        begin_step: int,
+        end_step: int,
+        power: float = 3,
+        frequency: int = 100,
+    ):
+        self.initial_sparsity = _check_sparsity(initial_sparsity, "initial_sparsity")
+        self.final_sparsity = _check_sparsity(final_sparsity, "final_sparsity")
+        self.begin_step = _check_step(begin_step, "begin_step")
+        self.end_step = _check_step(end_step, "end_step")
+        if self.end_step <= self.begin_step:
+            raise ValueError(
+                "`end_step` must come after `begin_step`. Received: "
+                f"begin_step={begin_step}, end_step={end_step}"
+            )
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or (
+            not power > 0
+        ):
+            raise ValueError(f"`power` must be a number > 0. Received: power={power!r}")
+        self.power = float(power)
+        self.frequency = _check_frequency(frequency)
+
+    def sparsity(self, step: int) -> float:
+        """The schedule's sparsity at `step`, whether or not it prunes then."""
+        span = self.end_step - self.begin_step
+        p = min(1.0, max(0.0, (step - self.begin_step) / span))
+        return self.final_sparsity + (
+            self.initial_sparsity - self.final_sparsity
+        ) * (1.0 - p) ** self.power
+
+    def __call__(self, step: int) -> tuple[bool, float]:
+        return (
+            self._in_range(step, self.begin_step, self.end_step, self.frequency),
+            self.sparsity(step),
+        )
+
+    def get_config(self) -> dict:
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"PolynomialDecay({args})"
+
+
+class ConstantSparsity(PruningSchedule):
+    """One sparsity, applied from `begin_step` on (tfmot's `ConstantSparsity`).
+
+    Pruning happens at `begin_step` and every `frequency` steps after it,
+    up to `end_step` (-1: until training ends). Since a pruned weight stays
+    pruned, the steps after the first only act on weights that the first
+    left alive, so the sparsity stays at `target_sparsity`.
+
+    Args:
+        target_sparsity: The sparsity, in [0, 1).
+        begin_step: First pruning step (>= 0).
+        end_step: Last pruning step, or -1 for no end.
+        frequency: Steps between two pruning steps.
+
+    Example:
+
+    >>> from keras_lottery.gradual import ConstantSparsity
+    >>> schedule = ConstantSparsity(0.5, begin_step=2, frequency=4)
+    >>> [schedule(t)[0] for t in range(8)]
+    [False, False, True, False, False, False, True, False]
+    """
+
+    def __init__(
+        self,
+        target_sparsity: float,
+        begin_step: int,
+        end_step: int = -1,
+        frequency: int = 100,
+    ):
+        self.target_sparsity = _check_sparsity(target_sparsity, "target_sparsity")
+        self.begin_step = _check_step(begin_step, "begin_step")
+        self.end_step = _check_step(end_step, "end_step", allow_minus_one=True)
+        if self.end_step != -1 and self.end_step < self.begin_step:
+            raise ValueError(
+                "`end_step` must be -1 or >= `begin_step`. Received: "
+                f"begin_step={begin_step}, end_step={end_step}"
+            )
+        self.frequency = _check_frequency(frequency)
+
+    def __call__(self, step: int) -> tuple[bool, float]:
+        return (
+            self._in_range(step, self.begin_step, self.end_step, self.frequency),
+            self.target_sparsity,
+        )
+
+    def get_config(self) -> dict:
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"ConstantSparsity({args})"
+
+
+# ------------------------------------------------------------- one step
+def prune_to_sparsity(
+    model: keras.Model, sparsity: float, *, scope: str = "layer"
+) -> PruneReport:
+    """Prunes the smallest-magnitude weights until `sparsity` is reached.
+
+    With `scope="layer"` every prunable weight tensor ends with
+    `floor(sparsity * size + 0.5)` zeros in its mask (tfmot's behaviour);
+    with `scope="global"` the count applies to all prunable weights
+    together, on one threshold (which can empty a small layer). A weight
+    already pruned is never revived: a tensor already sparser than the
+    target is left as it is. Ties in magnitude go to the earliest position.
+
+    Args:
+        model: A model holding `PrunableWrapper` layers.
+        sparsity: The fraction of weights to be zero, in [0, 1).
+        scope: `"layer"` or `"global"`.
+
+    Returns:
+        A `PruneReport` (`print` it for a table).
+
+    Raises:
+        ValueError: For a sparsity outside [0, 1), an unknown scope, a model
+            without wrappers, or NaN/infinite weights.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> from keras_lottery.gradual import prune_to_sparsity
+    >>> model = kl.wrap(keras.Sequential([keras.Input((10,)),
+    ...                                   keras.layers.Dense(10)]))
+    >>> prune_to_sparsity(model, 0.75).sparsity
+    0.75
+    """
+    sparsity = _check_sparsity(sparsity, "sparsity")
+    if scope not in SCOPES:
+        raise ValueError(
+            f"`scope` must be one of {SCOPES}. Received: scope={scope!r}"
+        )
+    entries = list(iter_weight_keys(require_wrappers(model)))
+    masks, scores = {}, {}
+    for key, wrapper, name in entries:
+        weight = wrapper.effective_weight(name)
+        if not np.all(np.isfinite(weight)):
+            raise ValueError(
+                f"Weight '{key}' holds NaN or infinite values, so magnitudes "
+                "are meaningless; refusing to prune. Check the training run "
+                "that produced them (learning rate, loss scaling)."
+            )
+        masks[key] = wrapper.get_mask(name)
+        scores[key] = np.abs(weight).ravel()
+    pools = [[key] for key, _, _ in entries] if scope == "layer" else [
+        [key for key, _, _ in entries]
+    ]
+    new_masks, thresholds = {}, {}
+    for keys in pools:
+        total = sum(masks[k].size for k in keys)
+        alive = [np.flatnonzero(masks[k].ravel()) for k in keys]
+        remaining = sum(a.size for a in alive)
+        target_zeros = math.floor(sparsity * total + 0.5)
+        to_prune = max(0, target_zeros - (total - remaining))
+        candidates = np.concatenate([scores[k][a] for k, a in zip(keys, alive)])
+        chosen = _select(candidates, min(to_prune, candidates.size))
+        threshold = float(candidates[chosen].max()) if chosen.size else None
+        offsets = np.cumsum([0] + [a.size for a in alive])
+        for i, key in enumerate(keys):
+            local = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])]
+            flat = masks[key].ravel().copy()
+            flat[alive[i][local - offsets[i]]] = 0
+            new_masks[key] = flat.reshape(masks[key].shape)
+            thresholds[key] = threshold
+    rows = []
+    for key, wrapper, name in entries:
+        wrapper.set_mask(name, new_masks[key])
+        before = int(np.count_nonzero(masks[key]))
+        after = int(np.count_nonzero(new_masks[key]))
+        rows.append(
+            PrunedWeight(
+                name=key,
+                pool=scope,
+                rate=(before - after) / before if before else 0.0,
+                total=int(masks[key].size),
+                before=before,
+                after=after,
+                threshold=thresholds[key],
+            )
+        )
+    return PruneReport(tuple(rows), scope=scope, criterion="magnitude")
+
+
+# -------------------------------------------------------------- callback
+@dataclasses.dataclass(frozen=True)
+class PruningEvent:
+    """One pruning step of `GradualPruning`: the step and the sparsities."""
+
+    step: int
+    target: float
+    sparsity: float
+
+
+class GradualPruning(keras.callbacks.Callback):
+    """Prunes a wrapped model during `fit`, following a sparsity schedule.
+
+    The counterpart of tfmot's `prune_low_magnitude(model, pruning_schedule)`
+    plus its `UpdatePruningStep` callback. Before each training batch whose
+    step the schedule marks, the callback prunes the smallest-magnitude
+    weights of every `PrunableWrapper` until the schedule's sparsity is
+    reached (`prune_to_sparsity`). Pruned weights are masked, so they stay
+    exactly zero in the forward pass and get no gradient; nothing is
+    rewound.
+
+    Steps count training batches from 0 across every `fit` this callback
+    instance is used in (reuse the instance, or pass `initial_step`, to
+    continue a schedule). With `steps_per_execution > 1` the callback runs
+    once per execution and applies the latest step due in it.
+
+    It adds `sparsity` (of all prunable weights) to the epoch logs, where
+    `History`, the progress bar and a `TensorBoard` callback placed after it
+    in `callbacks` pick it up; `self.events` lists every pruning step.
+
+    Args:
+        schedule: A `PolynomialDecay`, a `ConstantSparsity` or another
+            `PruningSchedule`.
+        scope: `"layer"` (each weight tensor at the target sparsity, as
+            tfmot) or `"global"` (one threshold over all prunable weights).
+        initial_step: The step the first batch of the first `fit` has.
+        verbose: 1 prints one line per pruning step.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_lottery as kl
+    >>> from keras_lottery.gradual import GradualPruning, PolynomialDecay
+    >>> model = kl.wrap(keras.Sequential([
+    ...     keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)]))
+    >>> model.compile("sgd", "mse")
+    >>> pruning = GradualPruning(
+    ...     PolynomialDecay(0.0, 0.5, begin_step=0, end_step=4, frequency=2))
+    >>> history = model.fit(np.ones((6, 4)), np.ones((6, 1)), batch_size=1,
+    ...                     callbacks=[pruning], verbose=0)
+    >>> [(e.step, round(e.sparsity, 3)) for e in pruning.events]
+    [(0, 0.0), (2, 0.45), (4, 0.5)]
+    >>> history.history["sparsity"]
+    [0.5]
+    """
+
+    def __init__(
+        self,
+        schedule: PruningSchedule,
+        *,
+        scope: str = "layer",
+        initial_step: int = 0,
+        verbose: int = 0,
+    ):
+        super().__init__()
+        if not isinstance(schedule, PruningSchedule):
+            raise TypeError(
+                "`schedule` must be a keras_lottery PruningSchedule, e.g. "
+                "kl.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000). "
+                f"Received: schedule={schedule!r}"
+            )
+        if scope not in SCOPES:
+            raise ValueError(
+                f"`scope` must be one of {SCOPES}. Received: scope={scope!r}"
+            )
+        self.schedule = schedule
+        self.scope = scope
+        self.step = _check_step(initial_step, "initial_step")
+        self.verbose = verbose
+        self.events: list[PruningEvent] = []
+        self._epoch_start = self.step
+        self._next_check = self.step
+
+    def on_train_begin(self, logs=None):
+        require_wrappers(self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self._epoch_start + batch
+        due = None
+        for t in range(self._next_check, step + 1):
+            should_prune, _ = self.schedule(t)
+            if should_prune:
+                due = t
+        self._next_check = step + 1
+        if due is None:
+            return
+        target = float(self.schedule(due)[1])
+        model = self.model  # under JAX, this syncs the training state first
+        report = prune_to_sparsity(model, target, scope=self.scope)
+        self.events.append(PruningEvent(due, target, report.sparsity))
+        if self.verbose:
+            print(
+                f"GradualPruning: step {due}: pruned to "
+                f"{100 * report.sparsity:.2f}% sparsity (target "
+                f"{100 * target:.2f}%)."
+            )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = self._epoch_start + batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["sparsity"] = summary(self.model, print_fn=None).sparsity
