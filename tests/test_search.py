@@ -1,0 +1,280 @@
+"""LotterySchedule and lottery_search: rounds, controls, resume, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import keras_lottery as kl
+from keras_lottery.criteria import pruned_count
+
+
+def data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12)).astype("float32")
+    y = ((x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5)).astype("int32")
+    return x, y
+
+
+def make_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(16, activation="relu", name="fc1"),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
+    model = kl.wrap(model)
+    model.compile(
+        keras.optimizers.Adam(0.01),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+X, Y = data()
+
+
+def fit_fn(model, callbacks=None):
+    return model.fit(
+        X, Y, epochs=2, batch_size=32, shuffle=False, verbose=0,
+        validation_data=data(32, 1), callbacks=callbacks or [],
+    )
+
+
+def expected_counts(rounds, rate=0.5):
+    fc, out = 12 * 16, 16 * 3
+    for _ in range(rounds):
+        fc -= pruned_count(rate, fc)
+        out -= pruned_count(rate / 2, out)
+    return {"fc1/kernel": fc, "out/kernel": out}
+
+
+def test_search_follows_the_rate_and_tickets_reproduce_masks():
+    model = make_model()
+    result = kl.lottery_search(model, fit_fn, rounds=3, rate=0.5, seed=0, verbose=0)
+    assert [r.round for r in result.rounds] == [0, 1, 2, 3]
+    for record in result.rounds:
+        want = expected_counts(record.round)
+        assert {k: v[0] for k, v in record.layers.items()} == want
+        total = 12 * 16 + 16 * 3
+        assert record.remaining == pytest.approx(sum(want.values()) / total)
+        assert {"accuracy", "loss", "val_accuracy", "val_loss"} <= set(record.metrics)
+        assert 1 <= record.early_stop <= 2
+    ticket = result.ticket(2)
+    for key, mask in kl.get_masks(ticket).items():
+        np.testing.assert_array_equal(mask, result.masks(2)[key])
+    # The ticket sits at theta_0, ready to train.
+    theta0 = result._rewind_weights
+    for a, v in zip(theta0, ticket.trainable_weights):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(v))
+    trained = result.ticket(3, trained=True)
+    np.testing.assert_allclose(
+        trained.predict(X, verbose=0), model.predict(X, verbose=0), atol=1e-6
+    )
+
+
+def test_callback_and_driver_give_the_same_masks():
+    driver = make_model()
+    kl.lottery_search(driver, fit_fn, rounds=2, rate=0.5, verbose=0)
+    callback = make_model()
+    schedule = kl.LotterySchedule(rate=0.5, epochs_per_round=2)
+    history = callback.fit(
+        X, Y, epochs=6, batch_size=32, shuffle=False, verbose=0,
+        validation_data=data(32, 1), callbacks=[schedule],
+    )
+    assert history.history["round"] == [0, 0, 1, 1, 2, 2]
+    sparsity = history.history["sparsity"]
+    assert sparsity[0] == 0 and sparsity[2] > 0 and sparsity[4] > sparsity[2]
+    assert [r["round"] for r in schedule.rounds] == [0, 1, 2]
+    for key, mask in kl.get_masks(driver).items():
+        np.testing.assert_array_equal(kl.get_masks(callback)[key], mask)
+
+
+def test_callback_late_rewinding_and_optimizer_reset():
+    model = make_model()
+    schedule = kl.LotterySchedule(rate=0.5, epochs_per_round=1, rewind_to=2)
+    model.fit(X, Y, epochs=2, batch_size=32, verbose=0, callbacks=[schedule])
+    # After the only pruning the optimizer restarted: 3 steps in round 1.
+    assert int(model.optimizer.iterations) == 3
+    assert len(schedule.reports) == 1
+
+
+def test_controls_are_trained_and_shown_beside_the_ticket(tmp_path):
+    model = make_model()
+    result = kl.lottery_search(
+        model, fit_fn, rounds=1, rate=0.5, control=["reinit", "random_prune"],
+        eval_fn=lambda m: m.evaluate(X, Y, verbose=0, return_dict=True),
+        seed=0, verbose=0,
+    )
+    last = result.rounds[-1]
+    assert set(last.controls) == {"reinit", "random_prune"}
+    assert "test_accuracy" in last.controls["reinit"]
+    assert "test_accuracy" in last.metrics
+    assert "reinit/test_accuracy" in result.table()
+    png = result.plot(tmp_path / "plot.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    assert matplotlib.image.imread(png).shape[0] > 100
+
+
+def test_rewind_to_none_is_train_prune_finetune():
+    model = make_model()
+    result = kl.lottery_search(model, fit_fn, rounds=1, rewind_to=None, verbose=0)
+    assert len(result) == 2
+
+
+def test_target_sparsity_with_rounds_derives_the_rate():
+    model = make_model()
+    result = kl.lottery_search(
+        model, fit_fn, rounds=2, target_sparsity=0.75, verbose=0
+    )
+    assert 1 - result.rounds[-1].remaining == pytest.approx(0.75, abs=0.01)
+    only_target = kl.lottery_search(
+        make_model(), fit_fn, target_sparsity=0.5, rate=0.4, verbose=0
+    )
+    assert 1 - only_target.rounds[-1].remaining >= 0.5
+    assert 1 - only_target.rounds[-2].remaining < 0.5
+
+
+def test_result_json_csv_round_trip(tmp_path):
+    result = kl.lottery_search(make_model(), fit_fn, rounds=1, verbose=0)
+    again = kl.SearchResult.from_json(result.to_json(tmp_path / "r.json"))
+    assert again.to_dict() == result.to_dict()
+    assert kl.SearchResult.from_json(tmp_path / "r.json").table() == result.table()
+    csv_text = result.to_csv()
+    assert csv_text.splitlines()[0].startswith("round,remaining_percent")
+    assert len(csv_text.splitlines()) == 3
+    assert result.best_ticket(tolerance=1.0).round == 1
+
+
+def test_bad_fit_fn_errors_name_the_round_and_keep_finished_rounds(tmp_path):
+    calls = []
+
+    def breaks_in_round_1(model):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return fit_fn(model)
+
+    with pytest.raises(kl.SearchError, match="round 1") as info:
+        kl.lottery_search(
+            make_model(), breaks_in_round_1, rounds=3, directory=tmp_path,
+            verbose=0,
+        )
+    assert info.value.round == 1 and len(info.value.result) == 1
+    assert (tmp_path / "round_000.json").exists()
+    assert not (tmp_path / "round_001.json").exists()
+
+    with pytest.raises(kl.SearchError, match="History"):
+        kl.lottery_search(make_model(), lambda m: None, rounds=1, verbose=0)
+
+    def nan_loss(model):
+        return {"loss": float("nan"), "accuracy": 0.1}
+
+    with pytest.raises(kl.SearchError, match="non-finite loss"):
+        kl.lottery_search(make_model(), nan_loss, rounds=1, verbose=0)
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    model = make_model()
+    with pytest.raises(ValueError, match="rounds"):
+        kl.lottery_search(model, fit_fn)
+    with pytest.raises(ValueError, match="control"):
+        kl.lottery_search(model, fit_fn, rounds=1, control="shuffle")
+    with pytest.raises(ValueError, match="callbacks"):
+        kl.lottery_search(model, lambda m: m.fit(X, Y), rounds=1, rewind_to=5)
+    with pytest.raises(TypeError, match="callable"):
+        kl.lottery_search(model, "fit", rounds=1)
+    kl.lottery_search(model, fit_fn, rounds=1, directory=tmp_path, verbose=0)
+    with pytest.raises(ValueError, match="different arguments"):
+        kl.lottery_search(
+            make_model(), fit_fn, rounds=1, rate=0.3, directory=tmp_path,
+            verbose=0,
+        )
+
+
+_RESUME_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time, json
+    if os.environ["KERAS_BACKEND"] == "torch":
+        import torch  # noqa: F401
+    sys.path.insert(0, os.environ["TESTS_DIR"])
+    import numpy as np, keras, keras_lottery as kl
+    from test_search import make_model, fit_fn
+    directory, hang = sys.argv[1], sys.argv[2] == "hang"
+    calls = []
+
+    def fit(model, callbacks=None):
+        calls.append(1)
+        if hang and len(calls) == 3:  # in round 2, after rounds 0-1 saved
+            open(os.path.join(directory, "HANGING"), "w").close()
+            time.sleep(600)
+        return fit_fn(model)
+
+    result = kl.lottery_search(make_model(seed=int(sys.argv[3])), fit,
+                               rounds=3, rate=0.5, directory=directory,
+                               seed=0, verbose=1)
+    out = {"rounds": [r.metrics for r in result.rounds],
+           "masks": {k: v.tolist() for k, v in kl.get_masks(
+               result.ticket(3)).items()}}
+    with open(os.path.join(directory, "out.json"), "w") as f:
+        json.dump(out, f)
+    """
+)
+
+
+def test_search_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path):
+    script = tmp_path / "search.py"
+    script.write_text(_RESUME_SCRIPT)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TESTS_DIR": str(ROOT / "tests"),
+    }
+
+    def run(directory, mode, seed):
+        return subprocess.Popen(
+            [sys.executable, str(script), str(directory), mode, str(seed)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    killed = tmp_path / "killed"
+    proc = run(killed, "hang", 0)
+    deadline = time.time() + 240
+    while not (killed / "HANGING").exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.time() < deadline, "the search never reached round 2"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert sorted(p.name for p in killed.glob("round_*.json")) == [
+        "round_000.json", "round_001.json"
+    ]
+    # Resume with another initial model: the saved state must win.
+    resumed = run(killed, "run", 99)
+    output = resumed.communicate(timeout=240)[0]
+    assert resumed.returncode == 0, output
+    assert "resuming" in output
+    reference = tmp_path / "reference"
+    straight = run(reference, "run", 0)
+    output = straight.communicate(timeout=240)[0]
+    assert straight.returncode == 0, output
+    a = json.loads((killed / "out.json").read_text())
+    b = json.loads((reference / "out.json").read_text())
+    assert a["masks"] == b["masks"]
+    assert a["rounds"] == b["rounds"]
