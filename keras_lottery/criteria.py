@@ -159,24 +159,26 @@ def _check_rate(value, what: str) -> float:
 
 # ----------------------------------------------------------------- scoring
 def score_weights(
-    entries, criterion: Criterion, seed: int | None
+    entries, masks: dict[str, np.ndarray], criterion: Criterion, seed: int | None
 ) -> dict[str, np.ndarray]:
     """Scores every prunable weight; a higher score means keep."""
     rng = np.random.default_rng(seed)
     scores = {}
     for key, wrapper, name in entries:
-        weight = wrapper.effective_weight(name)
-        if not np.all(np.isfinite(weight)):
+        raw = np.asarray(keras.ops.convert_to_numpy(wrapper.prunable_variable(name)))
+        alive = masks[key] != 0
+        if not np.isfinite(raw).all() and not np.isfinite(raw[alive]).all():
             raise ValueError(
                 f"Weight '{key}' holds NaN or infinite values, so magnitudes "
                 "are meaningless; refusing to prune. Check the training run "
                 "that produced them (learning rate, loss scaling)."
             )
         if criterion == "magnitude":
-            score = np.abs(weight)
+            score = np.abs(raw)  # pruned entries are never candidates
         elif criterion == "random":
-            score = rng.random(weight.shape)
+            score = rng.random(raw.shape)
         else:
+            weight = np.where(alive, raw, 0).astype(raw.dtype)
             score = np.asarray(criterion(weight, key), dtype=np.float64)
             if score.shape != weight.shape:
                 raise ValueError(
@@ -204,16 +206,21 @@ def _select(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def _protected(score: np.ndarray, alive: np.ndarray, keep: int) -> np.ndarray:
-    """Positions (flat) of the `keep` best-scored alive weights."""
-    alive_idx = np.flatnonzero(alive)
-    if keep <= 0 or alive_idx.size == 0:
+    """Positions (flat) of the `keep` best-scored alive weights.
+
+    Among equal scores the later positions are kept: the mirror of pruning
+    the earlier ones first. Linear time (a partition, no sort).
+    """
+    if keep <= 0:
         return np.empty(0, dtype=np.int64)
+    alive_idx = np.flatnonzero(alive)
     if keep >= alive_idx.size:
         return alive_idx
-    # The best `keep` scores; among ties the later positions are kept, the
-    # mirror of pruning the earlier ones first.
-    order = np.lexsort((-alive_idx, -score.ravel()[alive_idx]))
-    return alive_idx[order[:keep]]
+    if keep == 1:  # the default: one pass instead of a partition
+        best = np.where(alive, score.ravel(), -np.inf)
+        return np.flatnonzero(best == best.max())[-1:]
+    reversed_idx = alive_idx[::-1]
+    return reversed_idx[_select(-score.ravel()[reversed_idx], keep)]
 
 
 # ------------------------------------------------------------------- pools
@@ -384,8 +391,8 @@ def prune(
     assignment, _ = _resolve_pools(
         model, entries, rate, scope, output_rate, rates, groups
     )
-    scores = score_weights(entries, criterion, seed)
     masks = {key: wrapper.get_mask(name) for key, wrapper, name in entries}
+    scores = score_weights(entries, masks, criterion, seed)
 
     pools: dict[str, list[str]] = {}
     for key, _, _ in entries:
@@ -395,33 +402,37 @@ def prune(
     thresholds: dict[str, float | None] = {}
     for keys in pools.values():
         pool_rate = assignment[keys[0]][1]
-        candidate_scores, candidate_pos = [], []
         remaining = 0
-        unit_alive = {}
+        unit_alive, candidate_scores = {}, []
         for key in keys:
             unit_scores, alive = units.reduce(scores[key], masks[key], key)
             unit_alive[key] = alive
-            remaining += int(alive.sum())
-            candidates = alive.copy()
-            candidates[_protected(unit_scores, alive, min_remaining)] = False
-            idx = np.flatnonzero(candidates)
-            candidate_scores.append(unit_scores[idx])
-            candidate_pos.append(idx)
-        flat_scores = np.concatenate(candidate_scores)
-        k = min(pruned_count(pool_rate, remaining), flat_scores.size)
+            remaining += int(np.count_nonzero(alive))
+            # Pruned and protected units are never candidates: +inf scores
+            # keep them out of the k lowest (k never exceeds the candidates).
+            candidates = np.where(alive, unit_scores, np.inf)
+            candidates[_protected(unit_scores, alive, min_remaining)] = np.inf
+            candidate_scores.append(candidates)
+        flat_scores = (
+            candidate_scores[0] if len(keys) == 1
+            else np.concatenate(candidate_scores)
+        )
+        available = int(np.count_nonzero(np.isfinite(flat_scores)))
+        k = min(pruned_count(pool_rate, remaining), available)
         chosen = _select(flat_scores, k)
         thresholds_value = float(flat_scores[chosen].max()) if k else None
-        offsets = np.cumsum([0] + [p.size for p in candidate_pos])
+        offsets = np.cumsum([0] + [c.size for c in candidate_scores])
         for i, key in enumerate(keys):
             local = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])]
             alive = unit_alive[key].copy()
-            alive[candidate_pos[i][local - offsets[i]]] = False
+            alive[local - offsets[i]] = False
             new_masks[key] = units.expand(alive, masks[key])
             thresholds[key] = thresholds_value
 
     rows = []
     for key, wrapper, name in entries:
-        wrapper.set_mask(name, new_masks[key])
+        # Masks built here are 0/1 of the right shape by construction.
+        wrapper.mask_variable(name).assign(new_masks[key])
         rows.append(
             PrunedWeight(
                 name=key,

@@ -15,7 +15,11 @@ def _copy(variable) -> np.ndarray:
     Assigning one variable's value to another would make both share one
     buffer, which JAX's buffer donation in `fit` then rejects.
     """
-    return np.array(ops.convert_to_numpy(variable), copy=True)
+    value = ops.convert_to_numpy(variable)
+    # Some backends hand out a view of the device buffer: copy those only.
+    return value if isinstance(value, np.ndarray) and value.flags.owndata else (
+        np.array(value, copy=True)
+    )
 
 
 def _variable_name(weight_name: str, suffix: str) -> str:
@@ -103,7 +107,7 @@ class PrunableWrapper(keras.layers.Wrapper):
         if not self.layer.built:
             try:
                 self.layer.build(input_shape)
-            except Exception as error:  # noqa: BLE001 - rethrown with context
+            except Exception as error:  # rethrown with context below
                 raise ValueError(
                     f"Could not build the wrapped layer '{self.layer.name}' "
                     f"({type(self.layer).__name__}) from input shape "
