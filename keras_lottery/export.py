@@ -63,7 +63,22 @@ _TENSOR_TYPES = {
 
 
 class ExportError(RuntimeError):
-    """The converted model failed to load or to match the Keras model."""
+    """The converted model failed to load or to match the Keras model.
+
+    Attributes:
+        runtime: `"xnnpack"` or `"builtin"` when the failure is specific to
+            one runtime, else None.
+
+    Example:
+
+    >>> from keras_lottery.export import ExportError
+    >>> ExportError("outputs differ", runtime="xnnpack").runtime
+    'xnnpack'
+    """
+
+    def __init__(self, message: str, *, runtime: str | None = None):
+        super().__init__(message)
+        self.runtime = runtime
 
 
 # ----------------------------------------------------------------- schema
@@ -823,7 +838,7 @@ def _verify(content: bytes, model, inputs, quantize, xnnpack_loads: bool):
                      else "the builtin kernels")
             raise ExportError(
                 f"The converted model fails to run with {where}: "
-                f"{_first_line(error)}"
+                f"{_first_line(error)}", runtime=label,
             ) from error
         if len(got) != len(expected):
             raise ExportError(
@@ -999,6 +1014,32 @@ def export_tflite(
             )
         else:
             content, used_sparse = candidate, True
+    errors, tolerance = {}, None
+    if verify:
+        if representative is not None:
+            inputs = [a[:_VERIFY_SAMPLES] for a in representative]
+        else:
+            inputs = _sample_inputs(model)
+        try:
+            errors, tolerance = _verify(content, model, inputs, quantize,
+                                        xnnpack_loads=True)
+        except ExportError as error:
+            if not used_sparse or error.runtime != "xnnpack":
+                raise
+            notes.append(
+                "The sparse encoding gives wrong outputs under XNNPACK, "
+                f"LiteRT's default delegate ({error}). Wrote the dense "
+                "encoding instead."
+            )
+            content, used_sparse = dense, False
+            errors, tolerance = _verify(content, model, inputs, quantize,
+                                        xnnpack_loads=True)
+    elif used_sparse and quantize == "dynamic":
+        notes.append(
+            "Not verified: block-sparse dynamic-range weights have given "
+            "wrong outputs under XNNPACK (measured on LiteRT 2.3); export "
+            "with verify=True to check this model."
+        )
     tensors, versions, placement, xnn_error = _analyse(content, keras_weights)
     if placement == "load fails":
         raise ExportError(
@@ -1015,14 +1056,6 @@ def export_tflite(
             "see the XNNPACK column. Block-prune all Dense layers or none "
             "to keep every FullyConnected on one fast path."
         )
-    errors, tolerance = {}, None
-    if verify:
-        if representative is not None:
-            inputs = [a[:_VERIFY_SAMPLES] for a in representative]
-        else:
-            inputs = _sample_inputs(model)
-        errors, tolerance = _verify(content, model, inputs, quantize,
-                                    xnnpack_loads=True)
     _write_atomically(path, content)
     return ExportReport(
         path=path, file_bytes=len(content), dense_bytes=len(dense),
