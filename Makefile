@@ -4,10 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS := tensorflow jax torch
-EXTRAS := tensorflow,jax,torch,export,peer,plot,data,test,dev
+EXTRAS := tensorflow,jax,torch,export,peer,plot,data,test,docs,dev
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-backend lint bench clean
+.PHONY: install demo test lint docs bench clean
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 $(STAMP): pyproject.toml
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m keras_lottery.cli demo
+	$(PY) -m keras_lottery.demo
 
 # The suite once per backend, each in its own process; one line per backend.
 test: $(STAMP)
@@ -38,6 +38,17 @@ test: $(STAMP)
 	done; \
 	printf "\n=== summary ===$$summary\n"; \
 	exit $$status
+
+# The documentation site; broken links and missing references fail.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+# Quick versions of every benchmark; each refreshes its table in docs/benchmarks.md.
+bench: $(STAMP)
+	KERAS_BACKEND=jax $(PY) benchmarks/overhead.py --quick --backend all
+	$(PY) benchmarks/prune_step.py --quick --backend all
+	$(PY) benchmarks/search_cost.py --quick --backend all
+	KERAS_BACKEND=tensorflow $(PY) benchmarks/tflite.py --quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -103,7 +103,57 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ report
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", help="a lottery_search(directory=...) folder")
+    parser.add_argument("--metric", default=None,
+                        help="metric to plot (default: test, then validation "
+                             "accuracy)")
+    parser.add_argument("--plot", default=None, metavar="FILE.png",
+                        help="where to write the plot (default: DIR/plot.png)")
+    parser.add_argument("--csv", default=None, metavar="FILE.csv",
+                        help="also write the table as CSV")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from keras_lottery.results import SearchResult
+
+    result = SearchResult.load(args.directory)
+    if not result.rounds:
+        raise ValueError(f"{args.directory} holds no finished round yet.")
+    print(result.table())
+    plot = Path(args.plot) if args.plot else Path(args.directory) / "plot.png"
+    result.plot(plot, args.metric)
+    print(f"\nplot: {plot}")
+    if args.csv:
+        result.to_csv(args.csv)
+        print(f"csv: {args.csv}")
+    return 0
+
+
+# -------------------------------------------------------------------- demo
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("demo_args", nargs=argparse.REMAINDER,
+                        help="arguments of the demo; see keras-lottery demo --help")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from keras_lottery.demo import main as demo_main
+
+    return demo_main(args.demo_args) or 0
+
+
 COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        "Run the end-to-end lottery-ticket demo (search, plot, ticket, TFLite).",
+        _demo_arguments, _demo,
+    ),
+    "report": Command(
+        "Print the round table of a search directory and write its plot.",
+        _report_arguments, _report,
+    ),
     "export": Command(
         "Convert a .keras model to a sparse, verified .tflite file.",
         _export_arguments, _export,
