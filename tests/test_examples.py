@@ -1,0 +1,104 @@
+"""Smoke tests of examples/: each script in its quick mode, as a user runs it.
+
+The examples are backend-agnostic scripts; running them on one backend
+(JAX) is enough, so on the others these tests skip. `--help` is checked on
+every backend (it imports nothing heavy).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import BACKEND, ROOT
+
+EXAMPLES = ROOT / "examples"
+SCRIPTS = ("lenet300_mnist.py", "conv_mnist_late_rewind.py",
+           "mnist1d_lottery.py", "lstm_sequential_mnist.py")
+
+only_jax = pytest.mark.skipif(
+    BACKEND != "jax",
+    reason="examples are smoke-tested on the JAX backend only "
+    f"(this run: {BACKEND})",
+)
+
+
+def run_example(name, *args, timeout=600):
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *map(str, args)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, (
+        f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+        f"{proc.stderr[-3000:]}"
+    )
+    return proc.stdout
+
+
+def table_rows(stdout):
+    """(round, % remaining) of each row of a SearchResult table."""
+    return [
+        (int(m.group(1)), float(m.group(2)))
+        for m in re.finditer(r"^\s+(\d+)\s+(\d+\.\d\d)\s", stdout, re.M)
+    ]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help(name):
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--help"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--full" in proc.stdout and "usage:" in proc.stdout
+
+
+@only_jax
+def test_lenet300_quick(mnist_path, tmp_path):
+    out = run_example("lenet300_mnist.py", "--data", mnist_path,
+                      "--plot", tmp_path / "lenet.png")
+    assert "6000 train / 600 validation / 2000 test" in out
+    rows = table_rows(out)
+    assert [r for r, _ in rows] == [0, 1, 2]
+    # fc layers at 20%, output at 10% per round: 80.04% then 64.06% remain.
+    assert rows[1][1] == pytest.approx(80.04, abs=0.01)
+    assert rows[2][1] == pytest.approx(64.06, abs=0.01)
+    assert "reinit/test_accuracy" in out
+    assert (tmp_path / "lenet.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@only_jax
+def test_conv_late_rewind_quick(mnist_path):
+    out = run_example("conv_mnist_late_rewind.py", "--data", mnist_path)
+    assert out.count("rewound to 20.") == 2  # two prunings in three rounds
+    summary = out[out.index("Global pruning"):]
+    per_layer = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^(\w+)/kernel\s.*\s(\d+\.\d\d)%$", summary, re.M)
+    }
+    assert set(per_layer) == {"conv1", "conv2", "fc", "output"}
+    # One global threshold over conv1, conv2 and fc: unequal sparsities.
+    assert len({per_layer[k] for k in ("conv1", "conv2", "fc")}) == 3
+
+
+@only_jax
+def test_mnist1d_quick(tmp_path):
+    out = run_example("mnist1d_lottery.py", "--plot", tmp_path / "m1d.png")
+    assert "4000 train / 0 validation / 1000 test" in out
+    rows = table_rows(out)
+    # Every layer at 20% (the notebook prunes all layers alike).
+    assert [p for _, p in rows] == [100.0, 80.0, 64.0, 51.2]
+    assert "random_prune/test_accuracy" in out
+    assert (tmp_path / "m1d.png").is_file()
+
+
+@only_jax
+def test_lstm_quick(mnist_path):
+    out = run_example("lstm_sequential_mnist.py", "--data", mnist_path)
+    assert [r for r, _ in table_rows(out)] == [0, 1, 2]
+    assert re.search(r"lstm/cell/recurrent_kernel\s+\(32, 128\).*%", out)
+    assert re.search(r"lstm/cell/kernel\s+\(28, 128\)", out)
