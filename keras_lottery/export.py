@@ -862,7 +862,7 @@ def _verify(content: bytes, model, inputs, quantize, xnnpack_loads: bool):
                 f"({label} kernels): max |tflite - keras| / max |keras| = "
                 f"{worst:.3g}, above the tolerance {tolerance:g} for "
                 f"quantize={quantize!r}. For int8, pass representative_data "
-                "drawn from the real input distribution."
+                "drawn from the real input distribution.", runtime=label,
             )
     return errors, tolerance
 
