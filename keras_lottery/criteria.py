@@ -310,6 +310,8 @@ def prune(
     groups: Sequence[Sequence[str] | Group] | None = None,
     criterion: Criterion = "magnitude",
     granularity: str | Granularity = "weight",
+    block_shape: Sequence[int] | None = None,
+    norm: str | None = None,
     min_remaining: int = 1,
     seed: int | None = None,
 ) -> PruneReport:
@@ -345,11 +347,18 @@ def prune(
             shape, where a higher score means keep. `weight` is the
             effective weight (pruned entries are 0); pruned entries are
             never candidates, whatever their score.
-        granularity: `"weight"` (unstructured), or a
+        granularity: `"weight"` (unstructured), `"block"`, `"channel"`,
+            `"N:M"` (e.g. `"2:4"`), or a
             `keras_lottery.granularity.Granularity` grouping weights into
-            units pruned whole; counts and `min_remaining` are then in units.
-        min_remaining: Weights each weight tensor keeps at least (so no
-            layer is cut off, which global pruning otherwise can do).
+            units pruned whole; counts and `min_remaining` are then in units
+            (see `keras_lottery.granularity` for each structure).
+        block_shape: For `granularity="block"`: `(rows along the input
+            axis, columns along the output axis)`; `(4, 1)` when None.
+        norm: For `"block"` and `"channel"`: `"l1"` (the default) or
+            `"l2"`, the norm of a unit's scores that ranks it.
+        min_remaining: Units (weights, blocks, channels) each weight tensor
+            keeps at least (so no layer is cut off, which global pruning
+            otherwise can do).
         seed: Seed of the `"random"` criterion.
 
     Returns:
@@ -379,7 +388,7 @@ def prune(
             f"`criterion` must be one of {CRITERIA} or a callable "
             f"fn(weight, name) -> scores. Received: criterion={criterion!r}"
         )
-    units = get_granularity(granularity)
+    units = get_granularity(granularity, block_shape=block_shape, norm=norm)
     if isinstance(min_remaining, bool) or not isinstance(min_remaining, int) or (
         min_remaining < 0
     ):
@@ -412,6 +421,9 @@ def prune(
             # keep them out of the k lowest (k never exceeds the candidates).
             candidates = np.where(alive, unit_scores, np.inf)
             candidates[_protected(unit_scores, alive, min_remaining)] = np.inf
+            held = units.protect(scores[key], masks[key], key)
+            if held is not None:
+                candidates[held] = np.inf
             candidate_scores.append(candidates)
         flat_scores = (
             candidate_scores[0] if len(keys) == 1

@@ -2,13 +2,53 @@
 
 `prune` scores weights one by one (the criterion), then a granularity
 groups those scores into units, prunes whole units, and expands the kept
-units back into a mask. `"weight"` (unstructured) makes every weight its
-own unit. Structured granularities implement the same three methods.
+units back into a mask. Counts, rates and `min_remaining` are in units.
+
+- `"weight"`: unstructured; every weight is its own unit.
+- `"block"`: `block_shape` tiles of the last two axes, `(input, output)`
+  for Dense kernels (`(in, out)`) and convolution kernels
+  (`(..., in, out)`, tiled separately at every spatial position). The
+  default `(4, 1)` is `kernel[i:i+4, j]`, the layout of TFLite's sparse
+  FullyConnected kernel; int8 needs `(16, 1)`. A block is scored by the
+  L1 (or L2) norm of its weights. Axes not divisible by the block end in
+  a partial block, which is a block of its own (counted once, like any
+  block), scored by the same norm over the weights it has, rescaled to a
+  full block's size (L1 times full/partial, L2 times its square root), so
+  that a short block is not pruned first merely for being short.
+- `"channel"`: whole output units (Dense) or filters (Conv): slices along
+  the last axis, scored by the L1 (or L2) norm of their weights. Pair it
+  with `keras_lottery.shrink` to get a physically smaller model.
+- `"N:M"` (e.g. `"2:4"`): at most N weights kept in every M consecutive
+  weights along the input axis (the second-to-last), as NVIDIA's 2:4
+  sparsity and tfmot's `sparsity_m_by_n`. Units are single weights, so a
+  round prunes `rate` of the remaining weights by score, but never one of
+  the N best of its group (`Granularity.protect`). Rounds thus approach
+  N:M and land on it exactly once the rate asks for more than N:M allows:
+  from dense, one round at `rate >= 1 - N/M` gives exactly N:M; 2:4 at
+  `rate=0.2` arrives in round 4. Later rounds prune nothing more. An axis
+  not divisible by M ends in a shorter group that also keeps at most N.
+
+Example:
+
+>>> import keras, keras_lottery as kl
+>>> model = kl.wrap(keras.Sequential([
+...     keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(2)]))
+>>> _ = kl.prune(model, 0.5, granularity="block", block_shape=(4, 1))
+>>> mask = kl.get_masks(model)["dense/kernel"]
+>>> bool((mask[0::4] == mask[1::4]).all()), int(mask.sum())
+(True, 16)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
+from collections.abc import Sequence
+
 import numpy as np
+
+NORMS = ("l1", "l2")
 
 
 class Granularity:
@@ -38,6 +78,16 @@ class Granularity:
         """
         raise NotImplementedError
 
+    def protect(
+        self, score: np.ndarray, mask: np.ndarray, key: str
+    ) -> np.ndarray | None:
+        """Unit positions (flat) this step may not prune, or None.
+
+        For structures that are a bound rather than a tiling (N:M keeps the
+        N best of every group). Protected units still count as remaining.
+        """
+        return None
+
 
 class WeightGranularity(Granularity):
     """Unstructured pruning: every weight is a unit."""
@@ -51,18 +101,506 @@ class WeightGranularity(Granularity):
         return (alive.reshape(mask.shape) & (mask != 0)).astype(mask.dtype)
 
 
-_GRANULARITIES: dict[str, type[Granularity]] = {"weight": WeightGranularity}
+def _check_norm(norm) -> str:
+    if norm not in NORMS:
+        raise ValueError(
+            f"`norm` scores a block or channel by the norm of its weights "
+            f"and must be one of {NORMS}. Received: norm={norm!r}"
+        )
+    return norm
+
+
+def _reduce_norm(values: np.ndarray, axes, norm: str) -> np.ndarray:
+    if norm == "l1":
+        return np.abs(values).sum(axis=axes)
+    return np.sqrt(np.square(values).sum(axis=axes))
+
+
+def _require_matrix(shape, key: str, what: str) -> None:
+    if len(shape) < 2:
+        raise ValueError(
+            f"granularity={what!r} needs weights with an input and an output "
+            f"axis (rank >= 2), but '{key}' has shape {tuple(shape)}. Exclude "
+            "that layer from pruning (wrap(..., exclude=[...])) or prune it "
+            "with granularity='weight' in a separate call."
+        )
+
+
+class BlockGranularity(Granularity):
+    """Blocks of `block_shape` over the (input, output) axes, pruned whole.
+
+    The last two axes of a weight are taken as (input, output): `(in, out)`
+    for a Dense kernel, `(..., in, out)` for a convolution kernel, whose
+    spatial positions are tiled separately. `block_shape=(4, 1)` is
+    `kernel[i:i+4, j]`. A partial block at the end of an axis is a block
+    of its own, scored by the same norm over the weights it holds,
+    rescaled to a full block's size.
+
+    Args:
+        block_shape: `(rows along the input axis, columns along the output
+            axis)`, positive ints.
+        norm: `"l1"` (sum of |score|) or `"l2"` (root of the sum of
+            squares) over each block; pruned weights count as 0.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_lottery.granularity import BlockGranularity
+    >>> g = BlockGranularity((2, 1))
+    >>> scores, alive = g.reduce(np.arange(6.0).reshape(3, 2), np.ones((3, 2)), "w")
+    >>> scores.tolist()  # blocks [0,2],[1,3]; partial [4],[5] scaled by 2
+    [2.0, 4.0, 8.0, 10.0]
+    """
+
+    name = "block"
+
+    def __init__(self, block_shape: Sequence[int] = (4, 1), norm: str = "l1"):
+        shape = tuple(block_shape) if isinstance(block_shape, Sequence) else None
+        if shape is None or len(shape) != 2 or any(
+            isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1
+            for b in shape
+        ):
+            raise ValueError(
+                "`block_shape` is (rows along the input axis, columns along "
+                "the output axis), two positive ints; TFLite's sparse "
+                "FullyConnected uses (4, 1) for float32 and (16, 1) for int8. "
+                f"Received: block_shape={block_shape!r}"
+            )
+        self.block_shape = (int(shape[0]), int(shape[1]))
+        self.norm = _check_norm(norm)
+
+    def _layout(self, shape):
+        rows, cols = self.block_shape
+        n_in, n_out = shape[-2], shape[-1]
+        return -(-n_in // rows), -(-n_out // cols)
+
+    def _blocked(self, array: np.ndarray) -> np.ndarray:
+        """(lead..., in, out) -> (lead..., blocks_in, rows, blocks_out, cols)."""
+        rows, cols = self.block_shape
+        b_in, b_out = self._layout(array.shape)
+        pad_in, pad_out = b_in * rows - array.shape[-2], b_out * cols - array.shape[-1]
+        if pad_in or pad_out:
+            pads = [(0, 0)] * (array.ndim - 2) + [(0, pad_in), (0, pad_out)]
+            array = np.pad(array, pads)
+        return array.reshape(*array.shape[:-2], b_in, rows, b_out, cols)
+
+    def reduce(self, score, mask, key):
+        _require_matrix(mask.shape, key, "block")
+        alive_w = mask != 0
+        blocked = self._blocked(np.where(alive_w, score, 0.0))
+        unit_scores = _reduce_norm(blocked, (-3, -1), self.norm)
+        rows, cols = self.block_shape
+        if mask.shape[-2] % rows or mask.shape[-1] % cols:
+            # Partial blocks: the norm rescaled to a full block's size, so a
+            # short block is not pruned first for being short.
+            size = self._blocked(np.ones(mask.shape[-2:])).sum(axis=(-3, -1))
+            scale = (rows * cols) / size
+            unit_scores = unit_scores * (scale if self.norm == "l1" else np.sqrt(scale))
+        alive = self._blocked(alive_w).any(axis=(-3, -1))
+        return unit_scores.ravel(), alive.ravel()
+
+    def expand(self, alive, mask):
+        rows, cols = self.block_shape
+        b_in, b_out = self._layout(mask.shape)
+        grid = alive.reshape(*mask.shape[:-2], b_in, b_out)
+        full = np.repeat(np.repeat(grid, rows, axis=-2), cols, axis=-1)
+        full = full[..., : mask.shape[-2], : mask.shape[-1]]
+        return (full & (mask != 0)).astype(mask.dtype)
+
+
+class ChannelGranularity(Granularity):
+    """Whole output units (Dense) or filters (Conv): the last axis.
+
+    Args:
+        norm: `"l1"` or `"l2"` over each unit's weights; pruned weights
+            count as 0.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_lottery.granularity import ChannelGranularity
+    >>> ChannelGranularity().reduce(np.eye(2) * 3, np.ones((2, 2)), "w")[0].tolist()
+    [3.0, 3.0]
+    """
+
+    name = "channel"
+
+    def __init__(self, norm: str = "l1"):
+        self.norm = _check_norm(norm)
+
+    def reduce(self, score, mask, key):
+        _require_matrix(mask.shape, key, "channel")
+        alive_w = mask != 0
+        flat = np.where(alive_w, score, 0.0).reshape(-1, mask.shape[-1])
+        return (
+            _reduce_norm(flat, 0, self.norm),
+            alive_w.reshape(-1, mask.shape[-1]).any(axis=0),
+        )
+
+    def expand(self, alive, mask):
+        return ((mask != 0) & alive.reshape(1, -1).reshape(
+            (1,) * (mask.ndim - 1) + (-1,))).astype(mask.dtype)
+
+
+class NMGranularity(WeightGranularity):
+    """At most `n` of every `m` consecutive weights along the input axis.
+
+    Units are single weights; `protect` keeps the `n` best-scored alive
+    weights of every group (ties: the later position is kept), so each
+    round prunes towards N:M and stops exactly on it.
+
+    Args:
+        n: Weights kept per group.
+        m: Group length along the input (second-to-last) axis.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_lottery.granularity import NMGranularity
+    >>> g = NMGranularity(2, 4)
+    >>> score = np.array([[4.0], [1.0], [3.0], [2.0]])
+    >>> g.protect(score, np.ones((4, 1)), "w").tolist()
+    [0, 2]
+    """
+
+    def __init__(self, n: int = 2, m: int = 4):
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
+               for v in (n, m)) or not 0 < n < m:
+            raise ValueError(
+                "N:M sparsity keeps n of every m consecutive weights and "
+                f"needs ints 0 < n < m, e.g. '2:4'. Received: n={n!r}, m={m!r}"
+            )
+        self.n, self.m = int(n), int(m)
+        self.name = f"{self.n}:{self.m}"
+
+    def _groups(self, array: np.ndarray, fill) -> np.ndarray:
+        """(..., in, out) -> (groups, m): groups along the input axis."""
+        moved = np.moveaxis(array, -2, -1)  # (..., out, in)
+        n_in = moved.shape[-1]
+        pad = -n_in % self.m
+        if pad:
+            moved = np.pad(moved, [(0, 0)] * (moved.ndim - 1) + [(0, pad)],
+                           constant_values=fill)
+        return moved.reshape(-1, self.m)
+
+    def protect(self, score, mask, key):
+        _require_matrix(mask.shape, key, self.name)
+        alive = mask != 0
+        positions = np.arange(mask.size).reshape(mask.shape)
+        s = self._groups(np.where(alive, score, -np.inf), -np.inf)
+        a = self._groups(alive, False)
+        p = self._groups(positions, -1)
+        # Best n per group, later positions first among ties: a stable sort
+        # of the reversed group by descending score.
+        order = np.argsort(-s[:, ::-1], axis=1, kind="stable")[:, : self.n]
+        order = self.m - 1 - order
+        rows = np.arange(s.shape[0])[:, None]
+        keep = a[rows, order]
+        return np.sort(p[rows, order][keep])
+
+
+_GRANULARITIES: dict[str, type[Granularity]] = {
+    "weight": WeightGranularity,
+    "block": BlockGranularity,
+    "channel": ChannelGranularity,
+}
+_NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
 def get_granularity(granularity: str | Granularity, **options) -> Granularity:
-    """Resolves a granularity name (or instance) to a `Granularity`."""
+    """Resolves a granularity name (or instance) to a `Granularity`.
+
+    Args:
+        granularity: `"weight"`, `"block"`, `"channel"`, `"N:M"` (e.g.
+            `"2:4"`) or a `Granularity` instance.
+        **options: Options of that granularity; None values are ignored:
+            `block_shape` and `norm` (block), `norm` (channel).
+
+    Example:
+
+    >>> from keras_lottery.granularity import get_granularity
+    >>> get_granularity("block", block_shape=(16, 1)).block_shape
+    (16, 1)
+    >>> get_granularity("2:4").name
+    '2:4'
+    """
+    options = {k: v for k, v in options.items() if v is not None}
     if isinstance(granularity, Granularity):
+        if options:
+            raise ValueError(
+                f"Options {sorted(options)} apply to granularity names only; "
+                "a Granularity instance carries its own. Received: "
+                f"granularity={type(granularity).__name__}(...) with "
+                f"{options}."
+            )
         return granularity
-    cls = _GRANULARITIES.get(granularity)
-    if cls is None:
+    names = [*sorted(_GRANULARITIES), "N:M (e.g. '2:4')"]
+    if isinstance(granularity, str) and _NM.match(granularity):
+        n, m = map(int, _NM.match(granularity).groups())
+        cls, args = NMGranularity, {"n": n, "m": m}
+    else:
+        cls = _GRANULARITIES.get(granularity) if isinstance(granularity, str) else None
+        args = {}
+        if cls is None:
+            raise ValueError(
+                f"`granularity` must be one of {names} or a "
+                f"keras_lottery.granularity.Granularity. "
+                f"Received: granularity={granularity!r}"
+            )
+    accepted = {
+        WeightGranularity: (), NMGranularity: (),
+        BlockGranularity: ("block_shape", "norm"), ChannelGranularity: ("norm",),
+    }.get(cls, tuple(options))
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
         raise ValueError(
-            f"`granularity` must be one of {sorted(_GRANULARITIES)} or a "
-            f"keras_lottery.granularity.Granularity. "
-            f"Received: granularity={granularity!r}"
+            f"granularity={granularity!r} takes the options "
+            f"{list(accepted) or 'none'}. Received: "
+            + ", ".join(f"{k}={options[k]!r}" for k in unknown)
         )
-    return cls(**options)
+    return cls(**args, **options)
+
+
+# ------------------------------------------------------------ N:M checker
+@dataclasses.dataclass(frozen=True)
+class NMLayer:
+    """N:M compliance of one weight tensor.
+
+    Attributes:
+        name: The Keras `"layer/weight"` key, or for a `.tflite` file the
+            op and the stored tensor's name.
+        shape: The weight's shape (TFLite layout for a `.tflite` file).
+        groups: Groups of `m` along the input axis (the last may be short).
+        violations: Groups holding more than `n` nonzero weights.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    groups: int
+    violations: int
+
+    @property
+    def ok(self) -> bool:
+        return self.violations == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class NMReport:
+    """What `check_n_m` found; printable, truthy when nothing violates."""
+
+    n: int
+    m: int
+    layers: tuple[NMLayer, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(layer.ok for layer in self.layers)
+
+    @property
+    def violations(self) -> int:
+        return sum(layer.violations for layer in self.layers)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        lines = [f"{self.n}:{self.m} sparsity along the input axis:"]
+        for layer in self.layers:
+            status = "ok" if layer.ok else (
+                f"{layer.violations:,} of {layer.groups:,} groups keep "
+                f"more than {self.n}")
+            lines.append(f"  {layer.name} {layer.shape}: {status}")
+        lines.append("OK" if self.ok else f"{self.violations:,} violations")
+        return "\n".join(lines)
+
+
+def _count_violations(nonzero: np.ndarray, n: int, m: int, axis: int):
+    moved = np.moveaxis(nonzero, axis, -1)
+    pad = -moved.shape[-1] % m
+    if pad:
+        moved = np.pad(moved, [(0, 0)] * (moved.ndim - 1) + [(0, pad)])
+    counts = moved.reshape(-1, m).sum(axis=1)
+    return int(counts.size), int(np.count_nonzero(counts > n))
+
+
+def check_n_m(model_or_path, n: int = 2, m: int = 4) -> NMReport:
+    """Checks that every m consecutive input weights hold at most n nonzeros.
+
+    For a Keras model: every prunable weight of a wrapped model (the
+    effective weight `w * mask`), or every Dense/Conv kernel of a plain
+    one, grouped along the input (second-to-last) axis. For a `.tflite`
+    file: the weights of every FULLY_CONNECTED and CONV_2D op, read from
+    the flatbuffer (sparse encodings decoded), grouped along the input
+    axis of TFLite's layout (the last).
+
+    Args:
+        model_or_path: A Keras model, or the path of a `.tflite` file.
+        n: Nonzeros allowed per group.
+        m: Group length.
+
+    Returns:
+        An `NMReport`: per layer the number of groups and of violations;
+        `bool(report)` is True when there are none.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> from keras_lottery.granularity import check_n_m
+    >>> model = kl.wrap(keras.Sequential([
+    ...     keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(2)]))
+    >>> bool(check_n_m(model, 2, 4))
+    False
+    >>> _ = kl.prune(model, 0.5, output_rate=0.5, granularity="2:4")
+    >>> bool(check_n_m(model, 2, 4))
+    True
+    """
+    NMGranularity(n, m)  # validates n and m
+    rows = []
+    if isinstance(model_or_path, (str, os.PathLike)):
+        for name, weight in read_tflite_weights(model_or_path).items():
+            groups, bad = _count_violations(weight != 0, n, m, -1)
+            rows.append(NMLayer(name, tuple(weight.shape), groups, bad))
+        return NMReport(n, m, tuple(rows))
+    import keras
+
+    from keras_lottery.model import check_model, iter_weight_keys, wrappers
+
+    model = check_model(model_or_path)
+    found = wrappers(model)
+    if found:
+        weights = {
+            key: w.effective_weight(name)
+            for key, w, name in iter_weight_keys(found)
+        }
+    else:
+        weights = {}
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D,
+                                  keras.layers.Conv1D, keras.layers.Conv3D)):
+                weights[f"{layer.name}/kernel"] = keras.ops.convert_to_numpy(
+                    layer.kernel)
+    for key, weight in weights.items():
+        weight = np.asarray(weight)
+        if weight.ndim < 2:
+            continue
+        groups, bad = _count_violations(weight != 0, n, m, -2)
+        rows.append(NMLayer(key, tuple(weight.shape), groups, bad))
+    return NMReport(n, m, tuple(rows))
+
+
+def _decode_sparse(tensor, values: np.ndarray) -> np.ndarray:
+    """Dense array of a tensor stored in TFLite's sparse format."""
+    sparsity = tensor.sparsity
+    shape = tuple(int(s) for s in tensor.shape)
+    rank = len(shape)
+    order = [int(t) for t in sparsity.traversalOrder]
+    block_map = [] if sparsity.blockMap is None else [int(b) for b in sparsity.blockMap]
+    position = np.zeros(1, dtype=np.int64)
+    coords: list[np.ndarray] = []
+    for meta in sparsity.dimMetadata:
+        if int(meta.format) == 0:  # DENSE
+            size = int(meta.denseSize)
+            count = position.size
+            position = (position[:, None] * size + np.arange(size)).ravel()
+            coords = [np.repeat(c, size) for c in coords]
+            coords.append(np.tile(np.arange(size), count))
+        else:  # SPARSE_CSR
+            segments = np.asarray(meta.arraySegments.values, dtype=np.int64)
+            indices = np.asarray(meta.arrayIndices.values, dtype=np.int64)
+            starts, ends = segments[position], segments[position + 1]
+            lengths = ends - starts
+            offsets = np.repeat(ends - lengths.cumsum(), lengths)
+            position = np.arange(lengths.sum()) + offsets
+            coords = [np.repeat(c, lengths) for c in coords]
+            coords.append(indices[position])
+    index = [np.zeros(position.size, dtype=np.int64) for _ in range(rank)]
+    block_size = {d: 1 for d in range(rank)}
+    for k, dim in enumerate(block_map):
+        level = order.index(rank + k)
+        block_size[dim] = int(sparsity.dimMetadata[level].denseSize)
+    for level, dim in enumerate(order):
+        if dim < rank:
+            index[dim] += coords[level] * block_size[dim]
+        else:
+            index[block_map[dim - rank]] += coords[level]
+    dense = np.zeros(shape, dtype=values.dtype)
+    dense[tuple(index)] = values[: position.size]
+    return dense
+
+
+def read_tflite_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The weights of a `.tflite` file's FULLY_CONNECTED and CONV_2D ops.
+
+    Read from the flatbuffer: dense buffers as they are, sparse ones
+    decoded from their `traversal_order` / `block_map` / `dim_metadata`,
+    looking through DENSIFY and DEQUANTIZE. Quantized weights come back as
+    their stored integers (zeros stay zeros).
+
+    Args:
+        path: A `.tflite` file.
+
+    Returns:
+        `{"OP#index:tensor name": array in TFLite layout}`:
+        FullyConnected `[out, in]`, Conv2D `[out, kh, kw, in]`.
+
+    Example:
+
+    >>> from keras_lottery.granularity import read_tflite_weights
+    >>> read_tflite_weights("model.tflite")  # doctest: +SKIP
+    """
+    from keras_lottery import export
+
+    path = export._check_path(path, must_exist=True)
+    with open(path, "rb") as f:
+        content = f.read()
+    schema = export._schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    names = export._op_names()
+    codes = [
+        names.get(max(int(c.builtinCode), int(c.deprecatedBuiltinCode)), "")
+        for c in model.operatorCodes
+    ]
+    graph = model.subgraphs[0]
+    producer = {}
+    for op in graph.operators or []:
+        for out in op.outputs if op.outputs is not None else []:
+            producer[int(out)] = op
+    found = {}
+    for index, op in enumerate(graph.operators or []):
+        if codes[op.opcodeIndex] not in ("FULLY_CONNECTED", "CONV_2D"):
+            continue
+        t = int(op.inputs[1])
+        while graph.tensors[t].buffer <= 0 or not export._buffer_bytes(
+                model.buffers[graph.tensors[t].buffer]):
+            source = producer.get(t)
+            if source is None or codes[source.opcodeIndex] not in export._UNPACK_OPS:
+                break
+            t = int(source.inputs[0])
+        tensor = graph.tensors[t]
+        buffer = model.buffers[tensor.buffer] if tensor.buffer > 0 else None
+        if buffer is None or buffer.data is None:
+            continue
+        dtype = export._TENSOR_TYPES.get(int(tensor.type))
+        if dtype not in ("float32", "float16", "int8", "uint8", "int16"):
+            continue
+        values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=dtype)
+        if tensor.sparsity is not None:
+            weight = _decode_sparse(tensor, values)
+        else:
+            weight = values.reshape([int(s) for s in tensor.shape])
+        name = export._name(tensor.name).split(";")[0]
+        found[f"{codes[op.opcodeIndex]}#{index}:{name}"] = weight
+    return found
+
+
+__all__ = [
+    "BlockGranularity",
+    "ChannelGranularity",
+    "Granularity",
+    "NMGranularity",
+    "NMReport",
+    "WeightGranularity",
+    "check_n_m",
+    "get_granularity",
+    "read_tflite_weights",
+]
