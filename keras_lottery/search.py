@@ -399,11 +399,11 @@ def lottery_search(
             "Say when to stop: pass `rounds`, `target_sparsity`, or both."
         )
     prune_options = dict(prune_options or {})
-    unknown = set(prune_options) - {"rates", "groups", "criterion", "min_remaining"}
+    unknown = set(prune_options) - {"rates", "groups", "criterion", "min_remaining", "granularity", "block_shape", "norm"}  # noqa: E501
     if unknown:
         raise ValueError(
             f"Unknown prune_options {sorted(unknown)}; allowed: rates, groups, "
-            "criterion, min_remaining."
+            "criterion, min_remaining, granularity, block_shape, norm."
         )
     if rounds is not None and target_sparsity is not None and rounds > 0:
         factor = None if output_rate is not None else 0.5
