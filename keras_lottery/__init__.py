@@ -12,6 +12,13 @@ from keras_lottery.criteria import (
     set_masks,
     shuffle_masks,
 )
+from keras_lottery.export import (
+    ExportError,
+    ExportReport,
+    benchmark_tflite,
+    export_tflite,
+    inspect_tflite,
+)
 from keras_lottery.model import PruningSummary, WeightSummary, strip, summary, wrap
 from keras_lottery.registry import prunable_weights, register_prunable
 from keras_lottery.results import RoundRecord, SearchResult
@@ -28,6 +35,8 @@ from keras_lottery.wrapper import PrunableWrapper
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExportError",
+    "ExportReport",
     "Group",
     "LotterySchedule",
     "PrunableWrapper",
@@ -38,9 +47,12 @@ __all__ = [
     "SearchError",
     "SearchResult",
     "WeightSummary",
+    "benchmark_tflite",
     "capture_init",
     "checkpoint",
+    "export_tflite",
     "get_masks",
+    "inspect_tflite",
     "lottery_search",
     "prunable_weights",
     "prune",
