@@ -1,0 +1,238 @@
+"""from_tfmot: tf_keras models pruned with tfmot, rebuilt as wrapped Keras 3."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lottery as kl
+from keras_lottery.model import wrappers
+from keras_lottery.search import copy_model
+from keras_lottery.tfmot import from_tfmot
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("tf_keras") is None
+    or importlib.util.find_spec("tensorflow_model_optimization") is None,
+    reason="needs tf-keras and tensorflow-model-optimization (the peer extra)",
+)
+
+# Runs in a child process with tf_keras: builds, prunes (tfmot) and saves the
+# models, and records what they predict, their weights and tfmot's masks.
+MAKE_MODELS = r'''
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tensorflow as tf
+import tf_keras as k
+import tensorflow_model_optimization as tfmot
+out = sys.argv[1]
+sparsity = tfmot.sparsity.keras
+L = k.layers
+tf.random.set_seed(0)
+rng = np.random.default_rng(0)
+
+def save_expected(name, model, x):
+    arrays = {"x": x, "y": model.predict(x, verbose=0)}
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        for i, w in enumerate(inner.get_weights()):
+            arrays[f"weight/{inner.name}/{i}"] = w
+        for w, m, _ in getattr(layer, "pruning_vars", []):
+            arrays[f"mask/{inner.name}"] = m.numpy()
+    np.savez(os.path.join(out, name + ".npz"), **arrays)
+
+def fit(pruned, x, y):
+    pruned.compile(k.optimizers.Adam(0.01),
+                   k.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.fit(x, y, batch_size=8, epochs=2, verbose=0,
+               callbacks=[sparsity.UpdatePruningStep()])
+
+# A LeNet-like Sequential model, pruned to 75% over a few steps.
+lenet = k.Sequential([
+    L.InputLayer((16, 16, 1)),
+    L.Conv2D(6, 3, activation="relu"),
+    L.MaxPooling2D(),
+    L.Conv2D(8, 3, activation="relu"),
+    L.Flatten(),
+    L.Dropout(0.1),
+    L.Dense(32, activation="relu"),
+    L.Dense(10),
+])
+schedule = sparsity.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=6,
+                                    frequency=2)
+pruned = sparsity.prune_low_magnitude(lenet, pruning_schedule=schedule)
+x = rng.random((32, 16, 16, 1)).astype("float32")
+y = rng.integers(0, 10, 32)
+fit(pruned, x, y)
+pruned.save(os.path.join(out, "lenet.h5"))
+pruned.save(os.path.join(out, "lenet_savedmodel"))
+save_expected("lenet", pruned, x)
+stripped = sparsity.strip_pruning(pruned)
+stripped.save(os.path.join(out, "lenet_stripped.h5"))
+
+# A functional model with every other supported layer type.
+inp = k.Input((10, 10, 3), name="image")
+h = L.ZeroPadding2D(1)(inp)
+h = L.Conv2D(4, 3, name="conv")(h)
+h = L.BatchNormalization()(h)
+h = L.ReLU()(h)
+h = L.Add()([L.MaxPooling2D()(h), L.AveragePooling2D()(h)])
+s = L.Reshape((25, 4))(h)
+s = L.Conv1D(4, 3, activation="tanh")(s)
+s = L.AveragePooling1D()(L.MaxPooling1D()(s))
+h = L.Concatenate()([
+    L.GlobalAveragePooling2D()(h), L.GlobalMaxPooling2D()(h),
+    L.GlobalAveragePooling1D()(s), L.GlobalMaxPooling1D()(s), L.Flatten()(s),
+])
+h = L.Activation("relu")(L.Dense(8)(L.Dropout(0.2)(h)))
+out_ = L.Softmax()(L.Dense(3)(h))
+zoo = k.Model(inp, out_)
+pruned = sparsity.prune_low_magnitude(
+    zoo, pruning_schedule=sparsity.ConstantSparsity(0.5, 0, frequency=1))
+x = rng.random((16, 10, 10, 3)).astype("float32")
+fit(pruned, x, rng.integers(0, 3, 16))
+pruned.save(os.path.join(out, "zoo.h5"))
+save_expected("zoo", pruned, x)
+
+# Not supported: a LayerNormalization.
+k.Sequential([L.InputLayer((4,)), L.Dense(3), L.LayerNormalization()]).save(
+    os.path.join(out, "unsupported.h5"))
+'''
+
+
+@pytest.fixture(scope="session")
+def tfmot_dir(tmp_path_factory) -> Path:
+    """The tfmot models, built once per test session (it is slow)."""
+    out = tmp_path_factory.mktemp("tfmot")
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("KERAS_BACKEND", None)
+    run = subprocess.run(
+        [sys.executable, "-c", MAKE_MODELS, str(out)],
+        env=env, capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+_LOADED: dict[str, keras.Model] = {}
+
+
+def load(directory: Path, name: str) -> keras.Model:
+    """from_tfmot, once per file and session (each call starts TensorFlow)."""
+    if name not in _LOADED:
+        _LOADED[name] = from_tfmot(directory / name)
+    return _LOADED[name]
+
+
+def expected(directory: Path, name: str) -> dict[str, np.ndarray]:
+    with np.load(directory / f"{name}.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def numpy(x) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def check_same_model(model, ref, *, exact_weights=True):
+    masks = kl.get_masks(model)
+    ref_masks = {k[5:]: v for k, v in ref.items() if k.startswith("mask/")}
+    assert ref_masks, "the tfmot model has no masks: the fixture is broken"
+    assert sorted(masks) == sorted(f"{n}/kernel" for n in ref_masks)
+    for name, mask in ref_masks.items():
+        assert 0 < mask.mean() < 1  # really pruned
+        np.testing.assert_array_equal(masks[f"{name}/kernel"], mask)
+    for key, wrapper in wrappers(model).items():
+        for i, w in enumerate(wrapper.layer.weights):
+            value = ref[f"weight/{key}/{i}"]
+            if exact_weights:
+                np.testing.assert_array_equal(numpy(w), value)
+            else:
+                np.testing.assert_allclose(numpy(w), value, atol=1e-6)
+    np.testing.assert_allclose(
+        numpy(model.predict(ref["x"], verbose=0)), ref["y"], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("name", ["lenet.h5", "lenet_savedmodel"])
+def test_pruned_lenet_round_trips(tfmot_dir, name):
+    model = load(tfmot_dir, name)
+    ref = expected(tfmot_dir, "lenet")
+    assert isinstance(model, keras.Sequential)
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "PrunableWrapper", "MaxPooling2D", "PrunableWrapper", "Flatten",
+        "Dropout", "PrunableWrapper", "PrunableWrapper",
+    ]
+    check_same_model(model, ref)
+    # Every weight of the unwrapped layers too (none here besides kernels
+    # and biases), and the sparsity tfmot reached: 75% in every layer.
+    for mask in kl.get_masks(model).values():
+        assert mask.size - mask.sum() == round(0.75 * mask.size)
+
+
+def test_stripped_lenet_masks_come_from_zeros(tfmot_dir):
+    model = load(tfmot_dir, "lenet_stripped.h5")
+    check_same_model(model, expected(tfmot_dir, "lenet"))
+
+
+def test_functional_model_with_every_supported_layer(tfmot_dir):
+    model = load(tfmot_dir, "zoo.h5")
+    ref = expected(tfmot_dir, "zoo")
+    assert not isinstance(model, keras.Sequential)
+    assert model.input_shape == (None, 10, 10, 3)
+    check_same_model(model, ref)
+    batch_norm = model.get_layer("batch_normalization")
+    for i, w in enumerate(batch_norm.weights):  # moving statistics included
+        np.testing.assert_array_equal(
+            numpy(w), ref[f"weight/batch_normalization/{i}"]
+        )
+
+
+def test_loaded_model_prunes_rewinds_and_strips(tfmot_dir):
+    model = copy_model(load(tfmot_dir, "lenet.h5"))
+    ref = expected(tfmot_dir, "lenet")
+    loaded = [numpy(v) for v in model.trainable_weights]
+    tfmot_masks = kl.get_masks(model)
+    report = kl.prune(model, rate=0.5)
+    assert report.after < report.before
+    for key, mask in kl.get_masks(model).items():  # tfmot's zeros stay zero
+        assert np.all(mask <= tfmot_masks[key])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.fit(ref["x"], ref["y"], epochs=1, verbose=0)
+    trained = [numpy(v) for v in model.trainable_weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(trained, loaded))
+    kl.rewind(model, "init")  # the rewind point is the loaded weights
+    for variable, value in zip(model.trainable_weights, loaded):
+        np.testing.assert_array_equal(numpy(variable), value)
+    plain = kl.strip(model)
+    np.testing.assert_allclose(
+        numpy(plain.predict(ref["x"], verbose=0)),
+        numpy(model.predict(ref["x"], verbose=0)),
+        atol=1e-5,
+    )
+
+
+def test_unsupported_layer_is_named(tfmot_dir):
+    with pytest.raises(ValueError, match=r"LayerNormalization.*not supported"):
+        from_tfmot(tfmot_dir / "unsupported.h5")
+
+
+def test_not_a_model(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("not a model")
+    with pytest.raises(ValueError, match="not a tf_keras model"):
+        from_tfmot(text)
+    fake = tmp_path / "fake.h5"  # an HDF5 file, but not a tf_keras model
+    fake.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(ValueError, match="not a tf_keras model"):
+        from_tfmot(fake)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        from_tfmot(tmp_path / "missing.h5")
+    with pytest.raises(ValueError, match=r"saved_model\.pb"):
+        from_tfmot(tmp_path)
