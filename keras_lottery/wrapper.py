@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -19,6 +21,29 @@ def _copy(variable) -> np.ndarray:
     # Some backends hand out a view of the device buffer: copy those only.
     return value if isinstance(value, np.ndarray) and value.flags.owndata else (
         np.array(value, copy=True)
+    )
+
+
+def _warn_if_distribution_ignored(layer_name: str) -> None:
+    """Warns when a `keras.distribution` is set on a backend that ignores it."""
+    distribution = keras.distribution.distribution()
+    backend = keras.backend.backend()
+    if distribution is None or backend == "jax":
+        return
+    hint = (
+        "build and compile the model under tf.distribute.MirroredStrategy()"
+        ".scope() instead"
+        if backend == "tensorflow"
+        else "use KERAS_BACKEND=jax for keras.distribution"
+    )
+    warnings.warn(
+        f"The {backend} backend ignores keras.distribution (received "
+        f"{type(distribution).__name__}): Keras implements it on JAX only, so "
+        f"'{layer_name}', its masks included, lives and trains on one device. "
+        f"To train on several devices, {hint}. See "
+        "docs/guides/scaling-up.md.",
+        UserWarning,
+        stacklevel=4,
     )
 
 
@@ -127,20 +152,13 @@ class PrunableWrapper(keras.layers.Wrapper):
                 "registry or get_prunable_weights())."
             )
         self._weights = weights
+        _warn_if_distribution_ignored(self.name)
         for name, variable in weights.items():
-            self._masks[name] = self.add_weight(
-                name=_variable_name(name, "mask"),
-                shape=variable.shape,
-                initializer="ones",
-                dtype=variable.dtype,
-                trainable=False,
+            self._masks[name] = self._add_state_like(
+                variable, _variable_name(name, "mask"), "ones"
             )
-            self._initials[name] = self.add_weight(
-                name=_variable_name(name, "initial"),
-                shape=variable.shape,
-                initializer="zeros",
-                dtype=variable.dtype,
-                trainable=False,
+            self._initials[name] = self._add_state_like(
+                variable, _variable_name(name, "initial"), "zeros"
             )
             self._initials[name].assign(_copy(variable))
         prunable_ids = {id(v) for v in weights.values()}
@@ -149,15 +167,41 @@ class PrunableWrapper(keras.layers.Wrapper):
         ]
         self._other_initials = []
         for i, variable in enumerate(self._other_weights):
-            initial = self.add_weight(
-                name=f"other_{i}_initial",
-                shape=variable.shape,
-                initializer="zeros",
-                dtype=variable.dtype,
-                trainable=False,
-            )
+            initial = self._add_state_like(variable, f"other_{i}_initial", "zeros")
             initial.assign(_copy(variable))
             self._other_initials.append(initial)
+
+    def _add_state_like(self, like, name: str, initializer: str):
+        """A non-trainable variable of `like`'s shape, dtype and layout.
+
+        Under a Keras distribution (JAX) a variable's layout comes from its
+        path, and the path of a mask (`.../prunable_dense/kernel_mask`)
+        does not match the `LayoutMap` keys that shard its kernel
+        (`dense.*kernel`): the mask would be replicated beside a sharded
+        kernel. So the state takes the layout of its weight, as Keras'
+        optimizers do for their slots (`add_variable_from_reference`).
+        """
+        layout = getattr(like, "_layout", None)
+        if layout is None:
+            return self.add_weight(
+                name=name,
+                shape=like.shape,
+                initializer=initializer,
+                dtype=like.dtype,
+                trainable=False,
+            )
+        # What `add_weight` does, plus the layout it has no argument for.
+        with keras.name_scope(self.name, caller=self):
+            variable = keras.Variable(
+                initializer=keras.initializers.get(initializer),
+                shape=like.shape,
+                dtype=like.dtype,
+                trainable=False,
+                name=name,
+                layout=layout,
+            )
+        self._track_variable(variable)
+        return variable
 
     def get_build_config(self):
         config = super().get_build_config() or {}
