@@ -265,6 +265,16 @@ def wrap(
                 "Remove it from `include`, or declare its weights with "
                 "keras_lottery.register_prunable."
             )
+    for cls in include_types:
+        if not registry.is_prunable_class(cls) and not issubclass(
+            cls, PrunableWrapper
+        ):
+            raise ValueError(
+                f"`include` names layer class {cls.__name__}, which has no "
+                "prunable weights. Remove it from `include`, or declare its "
+                "weights with keras_lottery.register_prunable. "
+                f"Received: include={include!r}"
+            )
     selective = bool(include_names or include_types)
 
     def transform(layer):

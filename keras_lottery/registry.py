@@ -149,6 +149,19 @@ def prunable_weights(layer: keras.layers.Layer) -> dict[str, keras.Variable]:
     return {}
 
 
+def is_prunable_class(layer_class: type) -> bool:
+    """Whether instances of a layer class can have prunable weights.
+
+    True for registered classes and their subclasses, and for classes that
+    implement `get_prunable_weights()`. (Whether a `Bidirectional` or
+    `TimeDistributed` instance has any depends on the layer it holds; see
+    `is_prunable_type`.)
+    """
+    if callable(getattr(layer_class, "get_prunable_weights", None)):
+        return True
+    return any(cls in _REGISTRY for cls in getattr(layer_class, "__mro__", ()))
+
+
 def is_prunable_type(layer: keras.layers.Layer) -> bool:
     """Whether the layer's type declares prunable weights at all."""
     if callable(getattr(layer, "get_prunable_weights", None)):
@@ -172,8 +185,10 @@ for _cls in (
     _L.Conv3DTranspose,
 ):
     register_prunable(_cls, ["kernel"])
-register_prunable(_L.DepthwiseConv1D, ["depthwise_kernel"])
-register_prunable(_L.DepthwiseConv2D, ["depthwise_kernel"])
+# Keras 3 names the depthwise kernel of DepthwiseConv `kernel` (but keeps
+# `depthwise_kernel` for SeparableConv).
+register_prunable(_L.DepthwiseConv1D, ["kernel"])
+register_prunable(_L.DepthwiseConv2D, ["kernel"])
 register_prunable(_L.SeparableConv1D, ["depthwise_kernel", "pointwise_kernel"])
 register_prunable(_L.SeparableConv2D, ["depthwise_kernel", "pointwise_kernel"])
 register_prunable(_L.Embedding, ["embeddings"])

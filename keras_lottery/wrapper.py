@@ -8,6 +8,10 @@ import keras
 import numpy as np
 from keras import ops
 
+# Keras keeps these private; both exist in every Keras 3 release.
+from keras.src.backend import AutocastScope as _AutocastScope
+from keras.src.backend import get_stateless_scope as _get_stateless_scope
+
 from keras_lottery import registry
 
 
@@ -22,6 +26,11 @@ def _copy(variable) -> np.ndarray:
     return value if isinstance(value, np.ndarray) and value.flags.owndata else (
         np.array(value, copy=True)
     )
+
+
+def _untracked(layer, name: str, value) -> None:
+    """Sets an attribute that Keras' attribute tracking does not see."""
+    object.__setattr__(layer, name, value)
 
 
 def _warn_if_distribution_ignored(layer_name: str) -> None:
@@ -120,10 +129,15 @@ class PrunableWrapper(keras.layers.Wrapper):
         kwargs.setdefault("name", f"prunable_{layer.name}")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
-        self._weights = {}
+        # Containers of the wrapped layer's variables are kept out of Keras'
+        # attribute tracking: tracked, they would make those variables the
+        # wrapper's own too, saved twice in every `.keras` file.
+        _untracked(self, "_weights", {})
+        _untracked(self, "_other_weights", [])
+        _untracked(self, "_masked", ())
+        _untracked(self, "_others_by_id", {})
         self._masks = {}
         self._initials = {}
-        self._other_weights = []
         self._other_initials = []
         self.supports_masking = layer.supports_masking
 
@@ -151,7 +165,7 @@ class PrunableWrapper(keras.layers.Wrapper):
                 "has no prunable weights once built (got none from the "
                 "registry or get_prunable_weights())."
             )
-        self._weights = weights
+        _untracked(self, "_weights", weights)
         _warn_if_distribution_ignored(self.name)
         for name, variable in weights.items():
             self._masks[name] = self._add_state_like(
@@ -162,9 +176,12 @@ class PrunableWrapper(keras.layers.Wrapper):
             )
             self._initials[name].assign(_copy(variable))
         prunable_ids = {id(v) for v in weights.values()}
-        self._other_weights = [
-            v for v in self.layer.trainable_weights if id(v) not in prunable_ids
-        ]
+        _untracked(
+            self,
+            "_other_weights",
+            [v for v in self.layer.trainable_weights if id(v) not in prunable_ids],
+        )
+        self._cache_call_state()
         self._other_initials = []
         for i, variable in enumerate(self._other_weights):
             initial = self._add_state_like(variable, f"other_{i}_initial", "zeros")
@@ -217,32 +234,72 @@ class PrunableWrapper(keras.layers.Wrapper):
         self.build(config.get("input_shape"))
 
     # ------------------------------------------------------------------- call
+    def _cache_call_state(self):
+        """Caches what `call` needs, so that it does no lookups per step."""
+        masked = tuple(
+            (variable, self._masks[name]) for name, variable in self._weights.items()
+        )
+        masked_ids = {id(variable) for variable, _ in masked}
+        _untracked(self, "_masked", masked)
+        _untracked(
+            self,
+            "_others_by_id",
+            {
+                id(v): v
+                for v in self.layer.variables
+                if id(v) not in masked_ids
+            },
+        )
+
+    def _masked_values(self, outer) -> dict:
+        """`{id(variable): value}` for the wrapped layer's call.
+
+        Every prunable variable maps to `w * mask`. Under an enclosing
+        stateless scope (JAX's training step, `stateless_call`) every other
+        variable maps to its value in that scope: Keras resolves a variable
+        through the innermost scope only.
+        """
+        values = {}
+        if outer is not None:
+            for key, variable in self._others_by_id.items():
+                values[key] = variable.value
+        for variable, mask in self._masked:
+            values[id(variable)] = variable.value * mask.value
+        return values
+
     def call(self, inputs, *args, **kwargs):
-        masked = {
-            id(variable): self._masks[name]
-            for name, variable in self._weights.items()
-        }
-        mapping = []
-        for variable in self.layer.variables:
-            value = variable.value
-            mask = masked.get(id(variable))
-            if mask is not None:
-                value = value * ops.cast(mask.value, value.dtype)
-            mapping.append((variable, value))
-        # Keras resolves a variable through the innermost StatelessScope only,
-        # so every variable of the wrapped layer gets its current value here,
-        # read through any enclosing scope (JAX's stateless training step).
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            given = dict(scope.state_mapping)
+        outer = _get_stateless_scope()
+        if self._mixed_precision:
+            # Mask the float32 variables; the layer autocasts what it reads.
+            with _AutocastScope(None):
+                values = self._masked_values(outer)
+        else:
+            values = self._masked_values(outer)
+        scope = keras.StatelessScope(collect_losses=True)
+        scope.state_mapping.update(values)
+        with scope:
             outputs = self.layer(inputs, *args, **kwargs)
-        for variable in self.layer.variables:
-            key = id(variable)
-            if key in masked:
-                continue
-            current = scope.state_mapping.get(key)
-            if current is not None and current is not given.get(key):
-                variable.assign(current)
+        # Updates the layer made to its other state (seed generators, RNN
+        # states) go to the variables, or to the enclosing scope.
+        for key, value in scope.state_mapping.items():
+            if values.get(key) is not value:
+                variable = self._others_by_id.get(key)
+                if variable is not None:
+                    variable.assign(value)
+        # Losses the layer added (activity regularizers) go where they would
+        # have gone without the wrapper.
+        if scope.losses:
+            if outer is None:
+                self.add_loss(scope.losses)
+            elif outer.collect_losses:
+                for loss in scope.losses:
+                    outer.add_loss(loss)
         return outputs
+
+    @property
+    def _mixed_precision(self) -> bool:
+        policy = self.dtype_policy
+        return policy.compute_dtype != policy.variable_dtype
 
     def compute_output_spec(self, *args, **kwargs):
         return self.layer.compute_output_spec(*args, **kwargs)
