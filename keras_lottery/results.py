@@ -76,6 +76,38 @@ def _clean(value):
     return value
 
 
+def text_table(rows: list[dict]) -> str:
+    """`rows` (dicts with the same keys) as an aligned text table.
+
+    None shows as `-`, floats with 4 decimals (`remaining_percent`, shown
+    as `% left`, with 2; `seconds` with 1), anything else as `str`.
+    """
+    if not rows:
+        return "(no rounds)"
+    headers = list(rows[0])
+
+    def fmt(key, value):
+        if value is None:
+            return "-"
+        if key == "remaining_percent":
+            return f"{value:.2f}"
+        if key == "seconds":
+            return f"{value:.1f}"
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return str(value)
+
+    cells = [[fmt(h, row[h]) for h in headers] for row in rows]
+    names = ["% left" if h == "remaining_percent" else h for h in headers]
+    widths = [
+        max(len(names[i]), *(len(c[i]) for c in cells))
+        for i in range(len(headers))
+    ]
+    line = "  ".join(n.rjust(w) for n, w in zip(names, widths))
+    body = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join([line, "-" * len(line), *body])
+
+
 # ------------------------------------------------------------------ record
 @dataclasses.dataclass
 class RoundRecord:
@@ -322,31 +354,7 @@ class SearchResult:
 
     def table(self) -> str:
         """The rounds as an aligned text table."""
-        rows = self.rows()
-        if not rows:
-            return "(no rounds)"
-        headers = list(rows[0])
-
-        def fmt(key, value):
-            if value is None:
-                return "-"
-            if key == "remaining_percent":
-                return f"{value:.2f}"
-            if key == "seconds":
-                return f"{value:.1f}"
-            if isinstance(value, float):
-                return f"{value:.4f}"
-            return str(value)
-
-        cells = [[fmt(h, row[h]) for h in headers] for row in rows]
-        names = ["% left" if h == "remaining_percent" else h for h in headers]
-        widths = [
-            max(len(names[i]), *(len(c[i]) for c in cells))
-            for i in range(len(headers))
-        ]
-        line = "  ".join(n.rjust(w) for n, w in zip(names, widths))
-        body = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-        return "\n".join([line, "-" * len(line), *body])
+        return text_table(self.rows())
 
     def __str__(self) -> str:
         return self.table()
@@ -454,6 +462,7 @@ class SearchResult:
         xs = [100 * r.remaining for r in self.rounds]
         ys = [r.metrics.get(metric) for r in self.rounds]
         ax.plot(xs, ys, "o-", label="lottery ticket", color="C0")
+        self._draw_spread(ax, metric, None, "C0")
         for i, control in enumerate(self.control_names):
             pts = [
                 (100 * r.remaining, r.controls[control].get(metric))
@@ -465,6 +474,7 @@ class SearchResult:
             if pts:
                 ax.plot(*zip(*pts), "s--", label=control.replace("_", " "),
                         color=f"C{i + 1}")
+                self._draw_spread(ax, metric, control, f"C{i + 1}")
         if ys[0] is not None:
             ax.axhline(ys[0], color="gray", linestyle=":", label="dense")
         ax.set_xscale("log")
@@ -484,3 +494,34 @@ class SearchResult:
         atomic_write(path, lambda f: fig.savefig(f, format="png"))
         plt.close(fig)
         return path
+
+    def spread(
+        self, metric: str, control: str | None = None
+    ) -> list[tuple[float, float] | None]:
+        """Per round, the `(low, high)` range of `metric` across trials.
+
+        A single search has no spread: every entry is None.
+        `keras_lottery.trials.MergedResult` (several seeds merged) returns
+        the minimum and maximum, which `plot` draws as error bars.
+
+        Args:
+            metric: The metric.
+            control: A control's name, or None for the tickets.
+        """
+        return [None] * len(self.rounds)
+
+    def _draw_spread(self, ax, metric, control, color) -> None:
+        bars = [
+            (100 * record.remaining, *bar)
+            for record, bar in zip(self.rounds, self.spread(metric, control))
+            if bar is not None
+        ]
+        if not bars:
+            return
+        xs, lows, highs = zip(*bars)
+        mids = [(lo + hi) / 2 for lo, hi in zip(lows, highs)]
+        ax.errorbar(
+            xs, mids, yerr=[[m - lo for m, lo in zip(mids, lows)],
+                            [hi - m for m, hi in zip(mids, highs)]],
+            fmt="none", ecolor=color, elinewidth=1, capsize=3,
+        )
