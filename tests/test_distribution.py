@@ -315,5 +315,5 @@ def test_keras_distribution_ignored_off_jax_warns():
     wrapped.compile("sgd", "mse")
     wrapped.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         kl.wrap(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
