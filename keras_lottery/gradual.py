@@ -384,7 +384,7 @@ class GradualPruning(keras.callbacks.Callback):
         if not isinstance(schedule, PruningSchedule):
             raise TypeError(
                 "`schedule` must be a keras_lottery PruningSchedule, e.g. "
-                "kl.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000). "
+                "PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000). "
                 f"Received: schedule={schedule!r}"
             )
         if scope not in SCOPES:
