@@ -40,7 +40,7 @@ _REEXEC_FLAG = "KERAS_LOTTERY_DEMO_REEXEC"
 #: Per data set: model, batch, training steps per round, learning rate, rounds.
 _SETTINGS = {
     "mnist1d": {"hidden": (256, 256), "batch_size": 100, "steps": 1000,
-                "lr": 5e-3, "rounds": 8},
+                "lr": 5e-3, "rounds": 12},
     "mnist": {"hidden": (300, 100), "batch_size": 60, "steps": 1500,
               "lr": 1.2e-3, "rounds": 6},
 }
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mnist.npz in Keras layout for --dataset mnist "
                         "(default: $KERAS_LOTTERY_MNIST)")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="pruning rounds (default: 8 for mnist1d, 6 for "
+                        help="pruning rounds (default: 12 for mnist1d, 6 for "
                         "mnist; 2 with --quick)")
     parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="Keras backend (default: $KERAS_BACKEND, else jax)")
