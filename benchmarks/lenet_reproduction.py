@@ -16,9 +16,9 @@ Usage:
     python benchmarks/lenet_reproduction.py --backend jax --seeds 0 \\
         --iterations 50000 --rounds 20 [--data PATH]
 
-writes benchmarks/results/lenet_<backend>_<iterations>it.json and
-docs/img/lenet_<iterations>it.png (accuracy) and
-docs/img/lenet_<iterations>it_early_stop.png. Every finished round is also
+writes benchmarks/results/lenet_<backend>_<iterations>it_s<seeds>.json and
+docs/img/lenet_<iterations>it_s<seeds>.png (accuracy) and
+docs/img/lenet_<iterations>it_s<seeds>_early_stop.png. Every finished round is also
 saved under benchmarks/results/tmp/ (git-ignored), so an interrupted run
 resumes where it stopped, and `--collect` writes the JSON and plots of the
 rounds finished so far without training.
@@ -72,9 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def tag(args) -> str:
-    return f"{args.iterations // 1000}k" if args.iterations >= 1000 else str(
-        args.iterations
-    )
+    """Names a run's files by iterations and seeds, so runs never overwrite."""
+    its = (f"{args.iterations // 1000}k" if args.iterations % 1000 == 0
+           else str(args.iterations))
+    return f"{its}it_s{'-'.join(map(str, args.seeds))}"
 
 
 def build_model():
@@ -137,8 +138,8 @@ def make_fit_fn(args, data):
 
 
 def search_dir(args, backend: str, seed: int) -> Path:
-    return (rep.RESULTS / "tmp" /
-            f"lenet_{backend}_{tag(args)}it_{args.rounds}r_seed{seed}")
+    its = tag(args).split("_s")[0]
+    return rep.RESULTS / "tmp" / f"lenet_{backend}_{its}_{args.rounds}r_seed{seed}"
 
 
 def run_seed(args, seed: int, data, backend: str, collect: bool) -> dict | None:
@@ -185,7 +186,7 @@ def report_run(report: dict, args) -> list[Path]:
                                  labels=SHORT))
     its = report["settings"]["iterations_per_round"]
     images = rep.RESULTS / "tmp" if args.quick else rep.IMAGES
-    stem = images / f"lenet_{tag(args)}it"
+    stem = images / f"lenet_{tag(args)}"
     accuracy = rep.plot(
         runs, stem.with_suffix(".png"), metric="test_accuracy_at_early_stop",
         controls=CONTROLS, labels=LABELS,
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
     if args.quick:
         data = data.subset(train=6000, test=2000)
     print(f"Data: {data.describe()}", flush=True)
-    output = rep.RESULTS / f"lenet_{backend}_{tag(args)}it.json"
+    output = rep.RESULTS / f"lenet_{backend}_{tag(args)}.json"
     if args.quick:
         output = rep.RESULTS / "tmp" / output.name
     report = {
@@ -234,7 +235,8 @@ def main(argv=None) -> int:
         "runs": [],
     }
     if args.collect and output.is_file():  # keep the command of the real run
-        report["environment"] = json.loads(output.read_text())["environment"]
+        previous = json.loads(output.read_text(encoding="utf-8"))
+        report["environment"] = previous["environment"]
         report["collected"] = rep.environment()["date"]
     elif not args.collect:
         rep.write_json(output, report)  # the command, for a later --collect
@@ -244,7 +246,12 @@ def main(argv=None) -> int:
         run = run_seed(args, seed, data, backend, args.collect)
         if run is not None:
             report["runs"].append(run)
-        report["seconds"] = time.perf_counter() - began
+        if args.collect:  # training time: the rounds' own wall times
+            report["seconds"] = sum(
+                r["seconds"] for run in report["runs"] for r in run["rounds"]
+            )
+        else:
+            report["seconds"] = time.perf_counter() - began
         rep.write_json(output, report)
     if not report["runs"]:
         print("No finished rounds to report.")
