@@ -30,6 +30,7 @@ from keras_lottery.rewind import (
 )
 from keras_lottery.schedule import LotterySchedule, RewindCheckpoint
 from keras_lottery.search import SearchError, lottery_search
+from keras_lottery.trials import MergedResult, merge_results, run_trials
 from keras_lottery.wrapper import PrunableWrapper
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "ExportReport",
     "Group",
     "LotterySchedule",
+    "MergedResult",
     "PrunableWrapper",
     "PruneReport",
     "PruningSummary",
@@ -54,11 +56,13 @@ __all__ = [
     "get_masks",
     "inspect_tflite",
     "lottery_search",
+    "merge_results",
     "prunable_weights",
     "prune",
     "register_prunable",
     "reset_optimizer",
     "rewind",
+    "run_trials",
     "set_masks",
     "shuffle_masks",
     "strip",
