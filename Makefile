@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job; JAX (fastest on CPU here) unless KERAS_BACKEND says otherwise.
 demo: $(STAMP)
-	$(PY) -m keras_lottery.demo
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m keras_lottery.demo
 
 # The suite once per backend, each in its own process; one line per backend.
 test: $(STAMP)

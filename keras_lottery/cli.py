@@ -135,14 +135,16 @@ def _report(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------- demo
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("demo_args", nargs=argparse.REMAINDER,
-                        help="arguments of the demo; see keras-lottery demo --help")
+    from keras_lottery.demo import add_arguments
+
+    add_arguments(parser)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from keras_lottery.demo import main as demo_main
 
-    return demo_main(args.demo_args) or 0
+    # The demo parses its own options (and may restart on another backend).
+    return demo_main(args.raw_argv[1:])
 
 
 COMMANDS: dict[str, Command] = {
@@ -206,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> from keras_lottery.cli import main
     >>> main(["inspect", "model.tflite"])  # doctest: +SKIP
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.raw_argv = argv
     try:
         return args._run(args)
     except (ValueError, TypeError, OSError, RuntimeError) as error:

@@ -65,15 +65,14 @@ class DemoFiles:
     summary: Path
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The demo's command-line parser (shared with `keras-lottery demo`)."""
-    parser = argparse.ArgumentParser(
-        prog="keras-lottery demo",
-        description=(
+DESCRIPTION = (
             "Find a lottery ticket in an MLP end to end: search, table, "
             "plot, winning ticket as .keras and sparse .tflite."
-        ),
-    )
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the demo's options to `parser` (shared with `keras-lottery demo`)."""
     parser.add_argument("--dataset", choices=DATASETS, default="mnist1d",
                         help="mnist1d (generated locally, default) or mnist")
     parser.add_argument("--data", type=Path, default=None, metavar="PATH",
@@ -89,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--quick", action="store_true",
                         help="two rounds, few steps, small model: a smoke test")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's command-line parser."""
+    parser = argparse.ArgumentParser(prog="keras-lottery demo", description=DESCRIPTION)
+    add_arguments(parser)
     return parser
 
 

@@ -278,3 +278,16 @@ def test_search_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path):
     b = json.loads((reference / "out.json").read_text())
     assert a["masks"] == b["masks"]
     assert a["rounds"] == b["rounds"]
+
+
+def test_cli_report_prints_the_table_and_writes_the_plot(tmp_path, capsys):
+    from keras_lottery.cli import main
+
+    kl.lottery_search(make_model(), fit_fn, rounds=1, directory=tmp_path, verbose=0)
+    assert main(["report", str(tmp_path), "--csv", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "% left" in out and "val_accuracy" in out
+    assert out.count("\n    0  100.00") == 1
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "t.csv").read_text().startswith("round,")
+    assert main(["report", str(tmp_path / "missing")]) == 1
