@@ -19,6 +19,15 @@ from keras_lottery.export import (
     export_tflite,
     inspect_tflite,
 )
+from keras_lottery.granularity import (
+    BlockGranularity,
+    ChannelGranularity,
+    Granularity,
+    NMGranularity,
+    NMReport,
+    check_n_m,
+    read_tflite_weights,
+)
 from keras_lottery.model import PruningSummary, WeightSummary, strip, summary, wrap
 from keras_lottery.registry import prunable_weights, register_prunable
 from keras_lottery.results import RoundRecord, SearchResult
@@ -30,17 +39,28 @@ from keras_lottery.rewind import (
 )
 from keras_lottery.schedule import LotterySchedule, RewindCheckpoint
 from keras_lottery.search import SearchError, lottery_search
+from keras_lottery.shrink import ShrinkError, ShrinkReport, shrink
 from keras_lottery.trials import MergedResult, merge_results, run_trials
 from keras_lottery.wrapper import PrunableWrapper
+from keras_lottery.xnnpack import (
+    XnnpackSparseReport,
+    check_block_alignment,
+    check_xnnpack_sparse,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockGranularity",
+    "ChannelGranularity",
     "ExportError",
     "ExportReport",
+    "Granularity",
     "Group",
     "LotterySchedule",
     "MergedResult",
+    "NMGranularity",
+    "NMReport",
     "PrunableWrapper",
     "PruneReport",
     "PruningSummary",
@@ -48,9 +68,15 @@ __all__ = [
     "RoundRecord",
     "SearchError",
     "SearchResult",
+    "ShrinkError",
+    "ShrinkReport",
     "WeightSummary",
+    "XnnpackSparseReport",
     "benchmark_tflite",
     "capture_init",
+    "check_block_alignment",
+    "check_n_m",
+    "check_xnnpack_sparse",
     "checkpoint",
     "export_tflite",
     "get_masks",
@@ -59,11 +85,13 @@ __all__ = [
     "merge_results",
     "prunable_weights",
     "prune",
+    "read_tflite_weights",
     "register_prunable",
     "reset_optimizer",
     "rewind",
     "run_trials",
     "set_masks",
+    "shrink",
     "shuffle_masks",
     "strip",
     "summary",

@@ -336,7 +336,8 @@ def lottery_search(
             uninterrupted one exactly (given a deterministic `fit_fn`).
         verbose: 1 prints one line per round; 0 is silent.
         prune_options: Further `prune` arguments: `rates`, `groups`,
-            `criterion`, `min_remaining`.
+            `criterion`, `min_remaining`, `granularity`, `block_shape`,
+            `norm`.
 
     Returns:
         A `SearchResult`.
