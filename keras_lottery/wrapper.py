@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import keras
@@ -11,6 +12,7 @@ from keras import ops
 # Keras keeps these private; both exist in every Keras 3 release.
 from keras.src.backend import AutocastScope as _AutocastScope
 from keras.src.backend import get_stateless_scope as _get_stateless_scope
+from keras.src.backend.common import global_state as _global_state
 
 from keras_lottery import registry
 
@@ -54,6 +56,26 @@ def _warn_if_distribution_ignored(layer_name: str) -> None:
         UserWarning,
         stacklevel=4,
     )
+
+
+class _MaskedRegularizer:
+    """Applies a weight's regularizer to `w * mask`, not to the raw `w`.
+
+    Keras computes weight penalties from the variables themselves, outside
+    the wrapper's call: unmasked, an L2 penalty would keep pulling on the
+    raw values of pruned weights (a non-zero gradient where the mask is 0)
+    and count them in the loss.
+    """
+
+    def __init__(self, regularizer, mask):
+        self.regularizer = regularizer
+        self.mask = mask
+
+    def __call__(self, x):
+        return self.regularizer(x * self.mask.value)
+
+    def get_config(self):  # pragma: no cover - never serialized
+        return {}
 
 
 def _variable_name(weight_name: str, suffix: str) -> str:
@@ -136,6 +158,9 @@ class PrunableWrapper(keras.layers.Wrapper):
         _untracked(self, "_other_weights", [])
         _untracked(self, "_masked", ())
         _untracked(self, "_others_by_id", {})
+        _untracked(self, "_mixed_precision", False)
+        _untracked(self, "_direct_call", False)
+        _untracked(self, "_direct_call_training", False)
         self._masks = {}
         self._initials = {}
         self._other_initials = []
@@ -175,6 +200,13 @@ class PrunableWrapper(keras.layers.Wrapper):
                 variable, _variable_name(name, "initial"), "zeros"
             )
             self._initials[name].assign(_copy(variable))
+            regularizer = getattr(variable, "regularizer", None)
+            if isinstance(regularizer, _MaskedRegularizer):
+                regularizer = regularizer.regularizer
+            if regularizer is not None:
+                variable.regularizer = _MaskedRegularizer(
+                    regularizer, self._masks[name]
+                )
         prunable_ids = {id(v) for v in weights.values()}
         _untracked(
             self,
@@ -241,6 +273,13 @@ class PrunableWrapper(keras.layers.Wrapper):
         )
         masked_ids = {id(variable) for variable, _ in masked}
         _untracked(self, "_masked", masked)
+        policy = self.dtype_policy
+        _untracked(
+            self, "_mixed_precision", policy.compute_dtype != policy.variable_dtype
+        )
+        direct, takes_training = self._plan_direct_call()
+        _untracked(self, "_direct_call", direct)
+        _untracked(self, "_direct_call_training", takes_training)
         _untracked(
             self,
             "_others_by_id",
@@ -278,7 +317,10 @@ class PrunableWrapper(keras.layers.Wrapper):
         scope = keras.StatelessScope(collect_losses=True)
         scope.state_mapping.update(values)
         with scope:
-            outputs = self.layer(inputs, *args, **kwargs)
+            if self._direct_call and not args and kwargs.keys() <= {"training"}:
+                outputs = self._call_directly(inputs, kwargs.get("training"))
+            else:
+                outputs = self.layer(inputs, *args, **kwargs)
         # Updates the layer made to its other state (seed generators, RNN
         # states) go to the variables, or to the enclosing scope.
         for key, value in scope.state_mapping.items():
@@ -296,10 +338,61 @@ class PrunableWrapper(keras.layers.Wrapper):
                     outer.add_loss(loss)
         return outputs
 
-    @property
-    def _mixed_precision(self) -> bool:
-        policy = self.dtype_policy
-        return policy.compute_dtype != policy.variable_dtype
+    def _call_directly(self, inputs, training):
+        """`layer.call(inputs)`, skipping the layer's own `__call__`.
+
+        Only for layers where that `__call__` would add nothing to what the
+        wrapper's `__call__` already did (same dtype policy, no activity
+        regularizer, no quantization, a `call(inputs[, training])`): it saves
+        a second pass through Keras' call machinery on every step, which is
+        most of the wrapper's cost in eager execution (PyTorch).
+        """
+        if not self._direct_call_training:
+            return self.layer.call(inputs)
+        if training is None:
+            context = _global_state.get_global_attribute("current_call_ctx")
+            training = getattr(context, "training", None)
+        if training is None:
+            return self.layer.call(inputs)
+        return self.layer.call(inputs, training=training)
+
+    def _plan_direct_call(self) -> tuple[bool, bool]:
+        """Whether `call` may skip the wrapped layer's `__call__`.
+
+        Returns:
+            `(direct, takes_training)`.
+        """
+        layer = self.layer
+        if (
+            type(layer).__call__ is not keras.layers.Layer.__call__
+            or getattr(layer, "activity_regularizer", None) is not None
+            or getattr(layer, "quantization_mode", None) is not None
+            or layer.dtype_policy.name != self.dtype_policy.name
+            or layer.autocast != self.autocast
+            or getattr(layer, "_convert_input_args", True)
+            != getattr(self, "_convert_input_args", True)
+            or set(getattr(layer, "_call_context_args", ())) - {"training"}
+        ):
+            return False, False
+        try:
+            parameters = list(inspect.signature(layer.call).parameters.values())
+        except (TypeError, ValueError):  # pragma: no cover - builtins
+            return False, False
+        positional = (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        )
+        if not parameters or parameters[0].kind not in positional:
+            return False, False
+        rest = parameters[1:]
+        if any(
+            p.name != "training"
+            or p.kind
+            in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            for p in rest
+        ):
+            return False, False
+        return True, bool(rest)
 
     def compute_output_spec(self, *args, **kwargs):
         return self.layer.compute_output_spec(*args, **kwargs)

@@ -181,6 +181,32 @@ def test_custom_layer_end_to_end(layer_class, rng):
     )
 
 
+def test_training_flag_reaches_a_wrapped_layer_that_takes_it(rng):
+    class Shifted(Scale):
+        """Adds 1 in training: tells which flag reached its call."""
+
+        def call(self, x, training=None):
+            return super().call(x) + (1.0 if training else 0.0)
+
+    kl.register_prunable(Shifted, ["w"])
+    model = keras.Sequential([keras.Input((3,)), Shifted(2, name="shifted")])
+    wrapped = kl.wrap(model)
+    wrapper = wrapped.layers[0]
+    x = rng.standard_normal((4, 3)).astype("float32")
+    inference = ops.convert_to_numpy(wrapper(x))
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(wrapper(x, training=True)) - inference, 1.0, atol=1e-6
+    )
+    # Through the model: the flag comes from the call context.
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(wrapped(x, training=True)) - inference, 1.0, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(wrapped(x, training=False)), inference, atol=1e-6
+    )
+    np.testing.assert_allclose(ops.convert_to_numpy(model(x)), inference, atol=1e-6)
+
+
 def test_custom_layer_without_declaration_is_rejected():
     class Plain(keras.layers.Layer):
         def build(self, input_shape):

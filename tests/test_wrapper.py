@@ -465,6 +465,34 @@ def test_activity_regularizer_loss_of_wrapped_layer_is_kept(rng):
     )
 
 
+def test_kernel_regularizer_sees_only_kept_weights(rng):
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, kernel_regularizer="l2")]
+    )
+    wrapped = kl.wrap(model)
+    wrapper = wrapped.layers[0]
+    mask = _random_masks(wrapper, rng)["kernel"]
+    raw = np.array(ops.convert_to_numpy(wrapper.prunable_variable("kernel")))
+    (penalty,) = wrapped.losses
+    expected = 0.01 * np.sum((raw * mask) ** 2)  # Keras' default l2 = 0.01
+    np.testing.assert_allclose(ops.convert_to_numpy(penalty), expected, rtol=1e-5)
+
+    x, y = _floats(rng, 16, 4), _floats(rng, 16, 3)
+    wrapped.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    wrapped.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    after = ops.convert_to_numpy(wrapper.prunable_variable("kernel"))
+    # A zero gradient leaves Adam's moments at zero: pruned raw values stay.
+    np.testing.assert_array_equal(after[mask == 0], raw[mask == 0])
+    assert np.all(after[mask == 1] != raw[mask == 1])
+    # Stripping gives the plain layer its plain regularizer back.
+    plain = kl.strip(wrapped)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(plain.losses[0]),
+        0.01 * np.sum(wrapper.effective_weight("kernel") ** 2),
+        rtol=1e-5,
+    )
+
+
 # --------------------------------------------------------- mixed precision
 @pytest.fixture
 def mixed_precision():
