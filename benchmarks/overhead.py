@@ -1,0 +1,512 @@
+"""Training-step overhead of `PrunableWrapper`: wrapped over plain model.
+
+Measured, not asserted. For each model (LeNet-300-100 and a small ConvNet,
+batch 60, Adam), with all-ones masks and with half of every kernel pruned,
+a plain and a wrapped copy are trained side by side in one process, in
+alternating blocks of steps (one short `model.fit` epoch per block), each
+step timed to completion, in wall time and in the process's CPU time. The
+ratio reported is the median, over blocks, of median(wrapped) /
+median(plain) within each pair of blocks, so slow phases of a shared
+machine hit both models alike.
+
+Where `tensorflow-model-optimization` and `tf_keras` are installed, the same
+measurement is made for tfmot's `prune_low_magnitude` on tf_keras (Keras 2),
+in its own process, for LeNet-300-100: the overhead keras-lottery has to beat.
+
+Usage::
+
+    KERAS_BACKEND=jax python benchmarks/overhead.py
+    python benchmarks/overhead.py --backend all      # one process per backend
+
+Writes `benchmarks/results/overhead.json` and the "Wrapper overhead" section
+of `docs/benchmarks.md` (only the text between its markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "overhead.json"
+DOCS = ROOT / "docs" / "benchmarks.md"
+BACKENDS = ("tensorflow", "jax", "torch")
+START, END = "<!-- overhead:start -->", "<!-- overhead:end -->"
+BATCH = 60
+SPARSITIES = (0.0, 0.5)
+
+
+# --------------------------------------------------------------------- data
+def load_data(n: int):
+    """Returns `(x, y, source)`: MNIST if available, else random data."""
+    import numpy as np
+
+    path = Path(
+        os.environ.get(
+            "KERAS_LOTTERY_MNIST", ROOT.parent / "shared" / "data" / "mnist.npz"
+        )
+    )
+    if path.is_file():
+        with np.load(path) as data:
+            x = data["x_train"][:n].astype("float32") / 255.0
+            y = data["y_train"][:n].astype("int32")
+        source = f"mnist ({path})"
+    else:
+        rng = np.random.default_rng(0)
+        x = rng.random((n, 28, 28), dtype="float32")
+        y = rng.integers(0, 10, n).astype("int32")
+        source = "random (MNIST not found; timing only)"
+    return x, y, source
+
+
+# ------------------------------------------------------------------ timing
+def _timer(callback_base):
+    """A `fit` callback recording wall and CPU time between batch ends."""
+
+    class StepTimer(callback_base):
+        def __init__(self):
+            super().__init__()
+            self.wall: list[float] = []
+            self.cpu: list[float] = []
+            self._last = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = (time.perf_counter(), time.process_time())
+            if self._last is not None:
+                self.wall.append(now[0] - self._last[0])
+                self.cpu.append(now[1] - self._last[1])
+            self._last = now
+
+    return StepTimer
+
+
+def fit_runner(model, x, y, callback_base, extra_callbacks=()):
+    """Returns `run(steps) -> {"wall": [...], "cpu": [...]}` (seconds/step).
+
+    Each call is one `model.fit` epoch of `steps` batches of `BATCH`; the
+    time of a step is the time between consecutive `on_train_batch_end`
+    calls (a callback that is not async-safe makes `fit` hand it host
+    values, so each step is timed to completion). The first step of each
+    call, which pays for `fit`'s set-up, is not timed. CPU time is the
+    process's, all its threads: the work a step costs, whatever else the
+    machine runs.
+    """
+    timer_cls = _timer(callback_base)
+    batches = len(x) // BATCH
+    state = {"offset": 0}
+
+    def run(steps):
+        start = state["offset"] % max(1, batches - steps)
+        state["offset"] += steps
+        timer = timer_cls()
+        model.fit(
+            x[start * BATCH : (start + steps) * BATCH],
+            y[start * BATCH : (start + steps) * BATCH],
+            batch_size=BATCH,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[timer, *extra_callbacks],
+        )
+        return {"wall": timer.wall, "cpu": timer.cpu}
+
+    return run
+
+
+def interleaved(runners: dict, *, repeats: int, block: int) -> dict[str, dict]:
+    """Times alternating blocks of training steps for every runner.
+
+    Repeat r runs a block of `block` steps of each runner in turn, the order
+    reversed every other repeat, and keeps each block's median step time,
+    wall and CPU.
+
+    Args:
+        runners: name -> `run(steps)` as returned by `fit_runner`; the first
+            is the baseline.
+        repeats: number of blocks per runner.
+        block: steps per block.
+
+    Returns:
+        clock ("wall", "cpu") -> name -> {"median_ms", "per_repeat_ms"};
+        every runner after the first also gets "ratios" (per repeat, over
+        the baseline's block of the same repeat) and "ratio", their median.
+    """
+    names = list(runners)
+    per_repeat = {c: {n: [] for n in names} for c in ("wall", "cpu")}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times = runners[name](block)
+            for clock in per_repeat:
+                per_repeat[clock][name].append(statistics.median(times[clock]))
+    result = {}
+    for clock, by_name in per_repeat.items():
+        result[clock] = {
+            n: {
+                "median_ms": 1e3 * statistics.median(by_name[n]),
+                "per_repeat_ms": [round(1e3 * t, 4) for t in by_name[n]],
+            }
+            for n in names
+        }
+        base = by_name[names[0]]
+        for name in names[1:]:
+            ratios = [b / a for a, b in zip(base, by_name[name])]
+            result[clock][name]["ratios"] = [round(x, 4) for x in ratios]
+            result[clock][name]["ratio"] = statistics.median(ratios)
+    return result
+
+
+def _summary(res: dict, base: str, other: str) -> dict:
+    out = {}
+    for clock, by_name in res.items():
+        ratios = sorted(by_name[other]["ratios"])
+        q = len(ratios) // 4
+        out[clock] = {
+            "plain_ms": round(by_name[base]["median_ms"], 4),
+            "wrapped_ms": round(by_name[other]["median_ms"], 4),
+            "ratio": round(by_name[other]["ratio"], 4),
+            "ratio_iqr": [ratios[q], ratios[-q - 1]],
+            "ratios": by_name[other]["ratios"],
+            "plain_per_repeat_ms": by_name[base]["per_repeat_ms"],
+            "wrapped_per_repeat_ms": by_name[other]["per_repeat_ms"],
+        }
+    return out
+
+
+def limit_threads(threads: int) -> None:
+    """Caps the compute threads of whichever frameworks are loaded.
+
+    On a shared CPU, frameworks that spin on all cores measure other
+    people's load more than their own work; one thread each keeps the
+    plain/wrapped comparison about the models. (XLA's CPU threads are set
+    through XLA_FLAGS before JAX starts: see `_thread_env`.)
+    """
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(threads)
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _thread_env(threads: int) -> dict:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if threads == 1:
+        flags += " --xla_cpu_multi_thread_eigen=false"
+    return {
+        "XLA_FLAGS": f"{flags} intra_op_parallelism_threads={threads}".strip(),
+        "OMP_NUM_THREADS": str(threads),
+        "TF_NUM_INTRAOP_THREADS": str(threads),
+        "TF_NUM_INTEROP_THREADS": str(threads),
+    }
+
+
+# --------------------------------------------------------------- keras 3
+def lenet(keras):
+    return keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(300, activation="relu"),
+            keras.layers.Dense(100, activation="relu"),
+            keras.layers.Dense(10),
+        ],
+        name="lenet_300_100",
+    )
+
+
+def convnet(keras):
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ],
+        name="small_convnet",
+    )
+
+
+def run_keras3(repeats: int, block: int, threads: int) -> dict:
+    """Plain vs wrapped on the current KERAS_BACKEND, in this process."""
+    if os.environ.get("KERAS_BACKEND") == "torch":
+        import torch  # noqa: F401  (torch before tensorflow)
+    import keras
+    import numpy as np
+
+    import keras_lottery as kl
+
+    limit_threads(threads)
+    keras.utils.set_random_seed(0)
+    x, y, source = load_data(100 * BATCH)
+    out = {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "data": source,
+        "models": {},
+    }
+    models = ((lenet, x.reshape(-1, 784)), (convnet, x[..., None]))
+    for (build, inputs), sparsity in itertools.product(models, SPARSITIES):
+        plain = build(keras)
+        wrapped = kl.wrap(plain)
+        # 0%: the wrapper's own cost (all-ones masks). 50%: half of every
+        # kernel pruned, as in a search, where exact-zero gradients also
+        # leave zeros in the optimizer's slots.
+        rng = np.random.default_rng(0)
+        for wrapper in kl.model.wrappers(wrapped).values():
+            for name in wrapper.weight_names:
+                shape = wrapper.get_mask(name).shape
+                wrapper.set_mask(name, rng.random(shape) >= sparsity)
+        for model in (plain, wrapped):
+            model.compile(
+                optimizer=keras.optimizers.Adam(1e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
+        runners = {
+            "plain": fit_runner(plain, inputs, y, keras.callbacks.Callback),
+            "wrapped": fit_runner(wrapped, inputs, y, keras.callbacks.Callback),
+        }
+        for run in runners.values():  # warm-up: compile / trace
+            run(block)
+        res = interleaved(runners, repeats=repeats, block=block)
+        key = f"{plain.name}, {sparsity:.0%} pruned"
+        out["models"][key] = _summary(res, "plain", "wrapped")
+    return out
+
+
+# ------------------------------------------------------------------ tfmot
+def run_tfmot(repeats: int, block: int, threads: int) -> dict:
+    """Plain vs `prune_low_magnitude` LeNet on tf_keras, in this process."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    limit_threads(threads)
+    tf_keras.utils.set_random_seed(0)
+    x, y, source = load_data(100 * BATCH)
+    x = x.reshape(-1, 784)
+
+    def build():
+        return tf_keras.Sequential(
+            [
+                tf_keras.Input((784,)),
+                tf_keras.layers.Dense(300, activation="relu"),
+                tf_keras.layers.Dense(100, activation="relu"),
+                tf_keras.layers.Dense(10),
+            ]
+        )
+
+    plain = build()
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(
+        build(),
+        pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0),
+    )
+    for model in (plain, pruned):
+        model.compile(
+            optimizer=tf_keras.optimizers.Adam(1e-3),
+            loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+    base = tf_keras.callbacks.Callback
+    runners = {
+        "plain": fit_runner(plain, x, y, base),
+        "tfmot": fit_runner(
+            pruned, x, y, base, [tfmot.sparsity.keras.UpdatePruningStep()]
+        ),
+    }
+    for run in runners.values():
+        run(block)
+    res = interleaved(runners, repeats=repeats, block=block)
+    return {
+        "backend": "tensorflow (tf_keras)",
+        "tf_keras": tf_keras.__version__,
+        "tfmot": tfmot.__version__,
+        "data": source,
+        "models": {"lenet_300_100, 50% pruned": _summary(res, "plain", "tfmot")},
+    }
+
+
+def tfmot_available() -> bool:
+    import importlib.util
+
+    return all(
+        importlib.util.find_spec(m) is not None
+        for m in ("tensorflow_model_optimization", "tf_keras")
+    )
+
+
+# ------------------------------------------------------------- reporting
+def _subprocess(args: list[str], env: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def markdown(results: dict) -> str:
+    """The "Wrapper overhead" section of docs/benchmarks.md, with markers."""
+    lines = [
+        START,
+        "## Wrapper overhead",
+        "",
+        "Median training-step time (`model.fit`, batch 60, Adam) of the wrapped",
+        "model over the plain one, with all-ones masks (the wrapper's own cost)",
+        "and with half of every kernel pruned. Both models train side by side",
+        f"in one process, in alternating blocks of {results['block']} steps (one",
+        f"short `fit` epoch each), {results['repeats']} blocks per model, the",
+        "order reversed every other block. Ratio: the median over blocks of",
+        "wrapped/plain, with its interquartile range. CPU time is the",
+        "process's, all threads: the work a step costs, which other jobs on a",
+        "shared machine change less than wall time, what a user waits. tfmot",
+        "is `prune_low_magnitude` on tf_keras (Keras 2) with its",
+        "`UpdatePruningStep` callback. Measured, not asserted; all numbers,",
+        "per block, are in `benchmarks/results/overhead.json`.",
+        "",
+        "What costs: the wrapper multiplies every kernel by its mask in the",
+        "forward pass and every kernel gradient by it in the backward pass, two",
+        "elementwise passes over each kernel per step; they weigh most where",
+        "kernels are large next to the batch (LeNet's 784x300 at batch 60).",
+        "On PyTorch CPU a second effect shows once weights are pruned: Adam's",
+        "`sqrt` over the exact zeros that pruned weights leave in its",
+        "second-moment slot runs several times slower than over non-zeros",
+        "(torch 2.13 on this CPU), which any exact-zero-gradient pruning pays.",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"Machine: {results['machine']}; {results['threads']} compute thread(s)"
+        f" per framework. Data: {results['data']}.",
+        "",
+        "| Backend | Model | Plain CPU ms/step | Wrapped CPU ms/step "
+        "| Ratio, CPU | Ratio, wall |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for run in results["runs"]:
+        label = run["backend"]
+        if "tfmot" in run:
+            label = f"tfmot {run['tfmot']} (tf_keras)"
+        for name, m in run["models"].items():
+            cpu, wall = m["cpu"], m["wall"]
+            lines.append(
+                f"| {label} | {name} | {cpu['plain_ms']:.3f} | "
+                f"{cpu['wrapped_ms']:.3f} | {_ratio(cpu)} | {_ratio(wall)} |"
+            )
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def _ratio(m: dict) -> str:
+    low, high = m["ratio_iqr"]
+    return f"{m['ratio']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def write_docs(section: str) -> None:
+    """Replaces this benchmark's section of docs/benchmarks.md, only it."""
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    text = DOCS.read_text() if DOCS.is_file() else "# Benchmarks\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    DOCS.write_text(text)
+
+
+def _line(m: dict) -> str:
+    cpu = m["cpu"]
+    return (
+        f"CPU plain {cpu['plain_ms']:.3f} ms, wrapped {cpu['wrapped_ms']:.3f} "
+        f"ms, ratio {_ratio(cpu)}; wall ratio {_ratio(m['wall'])}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--backend",
+        choices=[*BACKENDS, "all"],
+        help="default: $KERAS_BACKEND, else tensorflow; `all` runs each "
+        "backend in its own process",
+    )
+    parser.add_argument("--repeats", type=int, default=15, help="blocks per model")
+    parser.add_argument("--block", type=int, default=16, help="steps per block")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="compute threads per framework"
+    )
+    parser.add_argument("--no-tfmot", action="store_true", help="skip tfmot")
+    parser.add_argument("--worker", choices=["keras3", "tfmot"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker == "keras3":
+        print(json.dumps(run_keras3(args.repeats, args.block, args.threads)))
+        return
+    if args.worker == "tfmot":
+        print(json.dumps(run_tfmot(args.repeats, args.block, args.threads)))
+        return
+
+    backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    backends = BACKENDS if backend == "all" else (backend,)
+    common = [
+        *("--repeats", str(args.repeats)),
+        *("--block", str(args.block)),
+        *("--threads", str(args.threads)),
+    ]
+    env = _thread_env(args.threads)
+    runs = []
+    for name in backends:
+        print(f"[overhead] {name} ...", file=sys.stderr, flush=True)
+        run = _subprocess(
+            ["--worker", "keras3", *common], {**env, "KERAS_BACKEND": name}
+        )
+        runs.append(run)
+        for model, m in run["models"].items():
+            print(f"[overhead] {name} {model}: {_line(m)}", file=sys.stderr)
+    if not args.no_tfmot and tfmot_available():
+        print("[overhead] tfmot ...", file=sys.stderr, flush=True)
+        run = _subprocess(
+            ["--worker", "tfmot", *common],
+            {**env, "TF_USE_LEGACY_KERAS": "1", "KERAS_BACKEND": "tensorflow"},
+        )
+        runs.append(run)
+        for model, m in run["models"].items():
+            print(f"[overhead] tfmot {model}: {_line(m)}", file=sys.stderr)
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python benchmarks/overhead.py", *given])
+    if args.backend is None:
+        command = f"KERAS_BACKEND={backend} {command}"
+    results = {
+        "command": command,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), "
+        f"Python {platform.python_version()}",
+        "threads": args.threads,
+        "batch": BATCH,
+        "repeats": args.repeats,
+        "block": args.block,
+        "data": runs[0]["data"],
+        "runs": runs,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_docs(markdown(results))
+    print(f"[overhead] wrote {RESULTS} and {DOCS}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
