@@ -19,6 +19,13 @@ from keras_lottery.export import (
     export_tflite,
     inspect_tflite,
 )
+from keras_lottery.gradual import (
+    ConstantSparsity,
+    GradualPruning,
+    PolynomialDecay,
+    PruningSchedule,
+    prune_to_sparsity,
+)
 from keras_lottery.granularity import (
     BlockGranularity,
     ChannelGranularity,
@@ -40,6 +47,7 @@ from keras_lottery.rewind import (
 from keras_lottery.schedule import LotterySchedule, RewindCheckpoint
 from keras_lottery.search import SearchError, lottery_search
 from keras_lottery.shrink import ShrinkError, ShrinkReport, shrink
+from keras_lottery.tfmot import from_tfmot
 from keras_lottery.trials import MergedResult, merge_results, run_trials
 from keras_lottery.wrapper import PrunableWrapper
 from keras_lottery.xnnpack import (
@@ -53,16 +61,20 @@ __version__ = "0.1.0"
 __all__ = [
     "BlockGranularity",
     "ChannelGranularity",
+    "ConstantSparsity",
     "ExportError",
     "ExportReport",
+    "GradualPruning",
     "Granularity",
     "Group",
     "LotterySchedule",
     "MergedResult",
     "NMGranularity",
     "NMReport",
+    "PolynomialDecay",
     "PrunableWrapper",
     "PruneReport",
+    "PruningSchedule",
     "PruningSummary",
     "RewindCheckpoint",
     "RoundRecord",
@@ -79,12 +91,14 @@ __all__ = [
     "check_xnnpack_sparse",
     "checkpoint",
     "export_tflite",
+    "from_tfmot",
     "get_masks",
     "inspect_tflite",
     "lottery_search",
     "merge_results",
     "prunable_weights",
     "prune",
+    "prune_to_sparsity",
     "read_tflite_weights",
     "register_prunable",
     "reset_optimizer",

@@ -55,6 +55,23 @@ class Granularity:
     """How `prune` groups weights into units. Subclass to add a structure.
 
     A unit is pruned whole; counts, rates and `min_remaining` are in units.
+
+    Example: prune whole rows (input features) of a Dense kernel.
+
+    >>> import keras, numpy as np, keras_lottery as kl
+    >>> class Rows(kl.Granularity):
+    ...     name = "rows"
+    ...     def reduce(self, score, mask, key):
+    ...         return score.sum(axis=1), mask.any(axis=1)
+    ...     def expand(self, alive, mask):
+    ...         return mask * alive[:, None].astype(mask.dtype)
+    >>> model = kl.wrap(keras.Sequential([keras.Input((4,)),
+    ...                                   keras.layers.Dense(3, name="fc")]))
+    >>> _ = model.layers[0].layer.kernel.assign(
+    ...     np.array([[1, 1, 1], [5, 5, 5], [2, 2, 2], [9, 9, 9]], "float32"))
+    >>> _ = kl.prune(model, 0.5, output_rate=0.5, granularity=Rows())
+    >>> kl.get_masks(model)["fc/kernel"].sum(axis=1).tolist()  # rows kept
+    [0.0, 3.0, 0.0, 3.0]
     """
 
     name = "base"

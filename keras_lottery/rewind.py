@@ -42,6 +42,18 @@ def capture_init(model: keras.Model, *, wrappers_too: bool = True) -> None:
         model: A built model.
         wrappers_too: Also overwrite each wrapper's stored initial values
             with the current weights.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([keras.Input((3,)),
+    ...                                   keras.layers.Dense(2)]))
+    >>> _ = model.layers[0].layer.kernel.assign(np.ones((3, 2)))
+    >>> kl.capture_init(model)  # theta_0 is now the all-ones kernel
+    >>> _ = model.layers[0].layer.kernel.assign(np.zeros((3, 2)))
+    >>> kl.rewind(model, "init")
+    >>> float(keras.ops.convert_to_numpy(model.layers[0].layer.kernel).sum())
+    6.0
     """
     check_model(model)
     owned = _wrapper_owned(model)
@@ -219,7 +231,7 @@ def rewind(model: keras.Model, to: str = "init", *, seed: int | None = None) -> 
     >>> model = kl.wrap(keras.Sequential([keras.Input((3,)),
     ...                                   keras.layers.Dense(2)]))
     >>> before = model.get_weights()
-    >>> model.layers[0].layer.kernel.assign(np.ones((3, 2)))
+    >>> _ = model.layers[0].layer.kernel.assign(np.ones((3, 2)))
     >>> kl.rewind(model, to="init")
     >>> all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     True
@@ -275,7 +287,7 @@ def reset_optimizer(optimizer: keras.optimizers.Optimizer) -> None:
 
     >>> import keras, keras_lottery as kl
     >>> opt = keras.optimizers.Adam()
-    >>> opt.iterations.assign(10)
+    >>> _ = opt.iterations.assign(10)
     >>> kl.reset_optimizer(opt)
     >>> int(opt.iterations)
     0

@@ -34,6 +34,18 @@ class RewindCheckpoint(keras.callbacks.Callback):
 
     Args:
         step: The number of training steps after which to capture.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([keras.Input((2,)),
+    ...                                   keras.layers.Dense(1)]))
+    >>> model.compile("sgd", "mse")
+    >>> capture = kl.RewindCheckpoint(step=2)
+    >>> _ = model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2,
+    ...               callbacks=[capture], verbose=0)
+    >>> capture.taken
+    True
     """
 
     def __init__(self, step: int):
