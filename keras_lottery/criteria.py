@@ -225,7 +225,8 @@ def _protected(score: np.ndarray, alive: np.ndarray, keep: int) -> np.ndarray:
 
 # ------------------------------------------------------------------- pools
 def _resolve_pools(
-    model, entries, rate, scope, output_rate, rates, groups
+    model, entries, rate, scope, output_rate, rates, groups,
+    separate_outputs: bool = True,
 ) -> tuple[dict[str, tuple[str, float]], list[str]]:
     """Assigns every weight key to a (pool name, rate)."""
     by_layer: dict[str, list[str]] = {}
@@ -281,7 +282,7 @@ def _resolve_pools(
             if layer == name or layer not in overrides:
                 overrides[layer] = value
 
-    outputs = output_layer_keys(model)
+    outputs = output_layer_keys(model) if separate_outputs else []
     out_rate = rate / 2 if output_rate is None else _check_rate(
         output_rate, "output_rate"
     )
@@ -314,6 +315,7 @@ def prune(
     norm: str | None = None,
     min_remaining: int = 1,
     seed: int | None = None,
+    sparsity: float | None = None,
 ) -> PruneReport:
     """Prunes a fraction of the remaining weights by score; one IMP step.
 
@@ -360,6 +362,10 @@ def prune(
             keeps at least (so no layer is cut off, which global pruning
             otherwise can do).
         seed: Seed of the `"random"` criterion.
+        sparsity: Instead of a rate, prune every pool up to this fraction
+            of zeros (in units), as tfmot's schedules do: the output layers
+            are then pooled like the others, and `rate`, `output_rate` and
+            `rates` do not apply. A pool already sparser is left as it is.
 
     Returns:
         A `PruneReport` with, per weight, the counts before and after and
@@ -381,6 +387,14 @@ def prune(
     [('fc/kernel', 80), ('out/kernel', 18)]
     """
     rate = _check_rate(rate, "rate")
+    if sparsity is not None:
+        sparsity = _check_rate(sparsity, "sparsity")
+        if output_rate is not None or rates:
+            raise ValueError(
+                "`sparsity` sets one target for every pool; `output_rate` and "
+                "`rates` belong to the rate mode. Received: "
+                f"output_rate={output_rate!r}, rates={rates!r}"
+            )
     if scope not in SCOPES:
         raise ValueError(f"`scope` must be one of {SCOPES}. Received: scope={scope!r}")
     if not callable(criterion) and criterion not in CRITERIA:
@@ -398,7 +412,8 @@ def prune(
         )
     entries = list(iter_weight_keys(require_wrappers(model)))
     assignment, _ = _resolve_pools(
-        model, entries, rate, scope, output_rate, rates, groups
+        model, entries, rate, scope, output_rate, rates, groups,
+        separate_outputs=sparsity is None,
     )
     masks = {key: wrapper.get_mask(name) for key, wrapper, name in entries}
     scores = score_weights(entries, masks, criterion, seed)
@@ -411,11 +426,12 @@ def prune(
     thresholds: dict[str, float | None] = {}
     for keys in pools.values():
         pool_rate = assignment[keys[0]][1]
-        remaining = 0
+        remaining = units_total = 0
         unit_alive, candidate_scores = {}, []
         for key in keys:
             unit_scores, alive = units.reduce(scores[key], masks[key], key)
             unit_alive[key] = alive
+            units_total += alive.size
             remaining += int(np.count_nonzero(alive))
             # Pruned and protected units are never candidates: +inf scores
             # keep them out of the k lowest (k never exceeds the candidates).
@@ -430,7 +446,11 @@ def prune(
             else np.concatenate(candidate_scores)
         )
         available = int(np.count_nonzero(np.isfinite(flat_scores)))
-        k = min(pruned_count(pool_rate, remaining), available)
+        if sparsity is None:
+            wanted = pruned_count(pool_rate, remaining)
+        else:  # zeros wanted minus zeros there, never negative
+            wanted = pruned_count(sparsity, units_total) - (units_total - remaining)
+        k = min(max(wanted, 0), available)
         chosen = _select(flat_scores, k)
         thresholds_value = float(flat_scores[chosen].max()) if k else None
         offsets = np.cumsum([0] + [c.size for c in candidate_scores])
@@ -445,14 +465,19 @@ def prune(
     for key, wrapper, name in entries:
         # Masks built here are 0/1 of the right shape by construction.
         wrapper.mask_variable(name).assign(new_masks[key])
+        before = int(np.count_nonzero(masks[key]))
+        after = int(np.count_nonzero(new_masks[key]))
         rows.append(
             PrunedWeight(
                 name=key,
                 pool=assignment[key][0].split(":")[0],
-                rate=assignment[key][1],
+                # The sparsity mode has no rate: report the fraction removed.
+                rate=assignment[key][1] if sparsity is None else (
+                    (before - after) / before if before else 0.0
+                ),
                 total=int(masks[key].size),
-                before=int(np.count_nonzero(masks[key])),
-                after=int(np.count_nonzero(new_masks[key])),
+                before=before,
+                after=after,
                 threshold=thresholds[key],
             )
         )

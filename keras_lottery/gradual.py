@@ -20,10 +20,8 @@ import math
 import keras
 import numpy as np
 
-from keras_lottery.criteria import PrunedWeight, PruneReport, _select
-from keras_lottery.model import iter_weight_keys, require_wrappers, summary
-
-SCOPES = ("layer", "global")
+from keras_lottery.criteria import SCOPES, PruneReport, prune
+from keras_lottery.model import require_wrappers, summary
 
 
 # ---------------------------------------------------------------- checks
@@ -266,55 +264,7 @@ def prune_to_sparsity(
         raise ValueError(
             f"`scope` must be one of {SCOPES}. Received: scope={scope!r}"
         )
-    entries = list(iter_weight_keys(require_wrappers(model)))
-    masks, scores = {}, {}
-    for key, wrapper, name in entries:
-        weight = wrapper.effective_weight(name)
-        if not np.all(np.isfinite(weight)):
-            raise ValueError(
-                f"Weight '{key}' holds NaN or infinite values, so magnitudes "
-                "are meaningless; refusing to prune. Check the training run "
-                "that produced them (learning rate, loss scaling)."
-            )
-        masks[key] = wrapper.get_mask(name)
-        scores[key] = np.abs(weight).ravel()
-    pools = [[key] for key, _, _ in entries] if scope == "layer" else [
-        [key for key, _, _ in entries]
-    ]
-    new_masks, thresholds = {}, {}
-    for keys in pools:
-        total = sum(masks[k].size for k in keys)
-        alive = [np.flatnonzero(masks[k].ravel()) for k in keys]
-        remaining = sum(a.size for a in alive)
-        target_zeros = math.floor(sparsity * total + 0.5)
-        to_prune = max(0, target_zeros - (total - remaining))
-        candidates = np.concatenate([scores[k][a] for k, a in zip(keys, alive)])
-        chosen = _select(candidates, min(to_prune, candidates.size))
-        threshold = float(candidates[chosen].max()) if chosen.size else None
-        offsets = np.cumsum([0] + [a.size for a in alive])
-        for i, key in enumerate(keys):
-            local = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])]
-            flat = masks[key].ravel().copy()
-            flat[alive[i][local - offsets[i]]] = 0
-            new_masks[key] = flat.reshape(masks[key].shape)
-            thresholds[key] = threshold
-    rows = []
-    for key, wrapper, name in entries:
-        wrapper.set_mask(name, new_masks[key])
-        before = int(np.count_nonzero(masks[key]))
-        after = int(np.count_nonzero(new_masks[key]))
-        rows.append(
-            PrunedWeight(
-                name=key,
-                pool=scope,
-                rate=(before - after) / before if before else 0.0,
-                total=int(masks[key].size),
-                before=before,
-                after=after,
-                threshold=thresholds[key],
-            )
-        )
-    return PruneReport(tuple(rows), scope=scope, criterion="magnitude")
+    return prune(model, sparsity=sparsity, scope=scope, min_remaining=0)
 
 
 # -------------------------------------------------------------- callback

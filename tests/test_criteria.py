@@ -285,3 +285,16 @@ def test_same_weights_and_seed_give_identical_masks_on_every_backend(tmp_path):
     assert sorted(reference) == ["dense/kernel", "dense_1/kernel"]
     # Pruning happened: the masks are not all ones.
     assert not math.isclose(reference["dense/kernel"].mean(), 1.0)
+
+
+def test_sparsity_mode_prunes_every_pool_to_the_target():
+    model = kl.wrap(mlp((10, 20, 30, 5)))
+    kl.prune(model, sparsity=0.5)
+    assert counts(model) == {"dense/kernel": 100, "dense_1/kernel": 300,
+                             "dense_2/kernel": 75}
+    kl.prune(model, sparsity=0.3)  # already sparser: nothing changes
+    assert counts(model)["dense/kernel"] == 100
+    report = kl.prune(model, sparsity=0.9, scope="global")
+    assert report.after == pytest.approx(0.1 * 950, abs=1)
+    with pytest.raises(ValueError, match="rate mode"):
+        kl.prune(model, sparsity=0.95, output_rate=0.1)
