@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 BACKENDS := tensorflow jax torch
 EXTRAS := tensorflow,jax,torch,export,peer,plot,data,test,docs,dev
 PYTEST_ARGS ?=
+# Two workers per backend (tests that start TensorFlow children overlap);
+# a test file stays on one worker so its module fixtures are built once.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: install demo test lint docs bench clean
 
@@ -31,7 +34,7 @@ test: $(STAMP)
 	for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend ==="; \
 	  start=$$(date +%s); \
-	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) > .venv/test-$$backend.log 2>&1; \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_WORKERS) --durations=10 $(PYTEST_ARGS) > .venv/test-$$backend.log 2>&1; \
 	  rc=$$?; tail -n 25 .venv/test-$$backend.log; \
 	  line=$$(grep -E "(passed|failed|error)" .venv/test-$$backend.log | tail -n 1); \
 	  summary="$$summary\n$$backend: $$( [ $$rc -eq 0 ] && echo OK || echo FAILED ) ($$(( $$(date +%s) - start ))s) $$line"; \

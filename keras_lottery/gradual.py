@@ -71,6 +71,16 @@ class PruningSchedule:
     batches run before it, counted from 0) and returns
     `(should_prune, sparsity)`. Subclass it and implement `__call__` for a
     schedule of your own.
+
+    Example: a step schedule, 50% sparse at step 100 and 80% at step 200.
+
+    >>> import keras_lottery as kl
+    >>> class Steps(kl.PruningSchedule):
+    ...     def __call__(self, step):
+    ...         targets = {100: 0.5, 200: 0.8}
+    ...         return step in targets, targets.get(step, 0.0)
+    >>> Steps()(100), Steps()(150)
+    ((True, 0.5), (False, 0.0))
     """
 
     def __call__(self, step: int) -> tuple[bool, float]:
