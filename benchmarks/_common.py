@@ -66,3 +66,58 @@ def run_in_backend(script: str, backend: str, args: list[str]) -> dict:
         check=True, capture_output=True, text=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def benchmark_main(
+    *,
+    name: str,
+    script: str,
+    description: str,
+    options: dict[str, int],
+    quick: dict[str, int],
+    measure,
+    docs_body,
+    summary,
+    argv=None,
+) -> None:
+    """The command line shared by the per-backend benchmark scripts.
+
+    `script --backend B|all [--<option> N ...] [--quick] [--no-docs]` runs
+    `measure(**options)` in one fresh process per backend (Keras reads the
+    backend once), merges the entries into results/<name>.json, prints
+    `summary(backend, entry)` per backend, and refreshes the docs section.
+    Called as `script --json-only --<option> N ...`, it is that child.
+    """
+    import argparse
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=description)
+    for option, default in options.items():
+        parser.add_argument(f"--{option}", type=int, default=default)
+    if "--json-only" in argv:
+        argv.remove("--json-only")
+        args = parser.parse_args(argv)
+        print(json.dumps(measure(**{k: getattr(args, k) for k in options})))
+        return
+    parser.add_argument("--backend", default=None, help="a backend, or 'all'")
+    parser.add_argument("--quick", action="store_true",
+                        help=", ".join(f"{k}={v}" for k, v in quick.items()))
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        for option, value in quick.items():
+            setattr(args, option, value)
+    backends = (
+        BACKENDS if args.backend == "all"
+        else [args.backend or os.environ.get("KERAS_BACKEND", "jax")]
+    )
+    out = RESULTS / f"{name}.json"
+    entries = json.loads(out.read_text()) if out.exists() else {}
+    child_args = [a for k in options for a in (f"--{k}", str(getattr(args, k)))]
+    for backend in backends:
+        entries[backend] = run_in_backend(script, backend, child_args)
+        print(summary(backend, entries[backend]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(entries, indent=2) + "\n")
+    if not args.no_docs:
+        write_docs_section(name, docs_body(entries))

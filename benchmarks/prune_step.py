@@ -11,22 +11,11 @@ and its table in docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import os
-import sys
 import time
 
-from _common import (
-    BACKENDS,
-    RESULTS,
-    load_flat_mnist,
-    run_in_backend,
-    write_docs_section,
-)
-
-OUT = RESULTS / "prune_step.json"
+from _common import BACKENDS, benchmark_main, load_flat_mnist
 
 
 def measure(repeats: int, samples: int) -> dict:
@@ -86,7 +75,7 @@ def measure(repeats: int, samples: int) -> dict:
 
 def docs_body(entries: dict) -> str:
     rows = [
-        "| backend | prunable weights | epoch (10k samples) | prune | rewind + "
+        "| backend | prunable weights | epoch | prune | rewind + "
         "optimizer reset | prune + rewind / epoch |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -112,53 +101,30 @@ def docs_body(entries: dict) -> str:
             f"measured {e['date']} on the project's 2-core CPU machine. "
             "Goal: under 1% of the epoch.",
             "",
-            "Command: `python benchmarks/prune_step.py --backend all`",
+            "Command: `python benchmarks/prune_step.py --backend all "
+            f"--repeats {e['repeats']} --samples {e['samples']}`",
             "",
             *rows,
         ]
     )
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default=None, help="a backend, or 'all'")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=10_000)
-    parser.add_argument("--quick", action="store_true", help="2 repeats, 2k samples")
-    parser.add_argument("--no-docs", action="store_true")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats, args.samples = 2, 2000
-    backends = (
-        BACKENDS if args.backend == "all"
-        else [args.backend or os.environ.get("KERAS_BACKEND", "jax")]
+def summary(backend: str, e: dict) -> str:
+    return (
+        f"{backend}: prune+rewind {1000 * e['prune_rewind_seconds_median']:.0f} ms"
+        f" = {100 * e['fraction_of_epoch']:.2f}% of an epoch "
+        f"({e['epoch_seconds_median']:.2f} s)"
     )
-    entries = json.loads(OUT.read_text()) if OUT.exists() else {}
-    for backend in backends:
-        entry = run_in_backend(
-            __file__, backend,
-            ["--repeats", str(args.repeats), "--samples", str(args.samples)],
-        )
-        entries[backend] = entry
-        print(
-            f"{backend}: prune+rewind "
-            f"{1000 * entry['prune_rewind_seconds_median']:.0f} ms = "
-            f"{100 * entry['fraction_of_epoch']:.2f}% of an epoch "
-            f"({entry['epoch_seconds_median']:.2f} s)"
-        )
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(entries, indent=2) + "\n")
-    if not args.no_docs and not args.quick:
-        write_docs_section("prune_step", docs_body(entries))
 
 
 if __name__ == "__main__":
-    if "--json-only" in sys.argv:
-        sys.argv.remove("--json-only")
-        p = argparse.ArgumentParser()
-        p.add_argument("--repeats", type=int)
-        p.add_argument("--samples", type=int)
-        a = p.parse_args()
-        print(json.dumps(measure(a.repeats, a.samples)))
-    else:
-        main()
+    benchmark_main(
+        name="prune_step",
+        script=__file__,
+        description=__doc__.splitlines()[0],
+        options={"repeats": 5, "samples": 10_000},
+        quick={"repeats": 2, "samples": 2000},
+        measure=measure,
+        docs_body=docs_body,
+        summary=summary,
+    )

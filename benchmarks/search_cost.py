@@ -12,23 +12,12 @@ benchmarks/results/search_cost.json and a table in docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import os
-import sys
 import tempfile
 import time
 
-from _common import (
-    BACKENDS,
-    RESULTS,
-    load_flat_mnist,
-    run_in_backend,
-    write_docs_section,
-)
-
-OUT = RESULTS / "search_cost.json"
+from _common import BACKENDS, benchmark_main, load_flat_mnist
 
 
 def measure(rounds: int, samples: int) -> dict:
@@ -122,52 +111,29 @@ def docs_body(entries: dict) -> str:
             f"inside `fit_fn` and `eval_fn`. Data: {e['data']}; measured "
             f"{e['date']} on the project's 2-core CPU machine. Goal: under 2%.",
             "",
-            "Command: `python benchmarks/search_cost.py --backend all`",
+            "Command: `python benchmarks/search_cost.py --backend all "
+            f"--rounds {e['rounds']} --samples {e['samples']}`",
             "",
             *rows,
         ]
     )
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default=None, help="a backend, or 'all'")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=55_000)
-    parser.add_argument("--quick", action="store_true", help="1 round, 3k samples")
-    parser.add_argument("--no-docs", action="store_true")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rounds, args.samples = 1, 3000
-    backends = (
-        BACKENDS if args.backend == "all"
-        else [args.backend or os.environ.get("KERAS_BACKEND", "jax")]
+def summary(backend: str, e: dict) -> str:
+    return (
+        f"{backend}: driver {e['driver_seconds']:.2f} s of "
+        f"{e['search_seconds']:.1f} s = {100 * e['driver_fraction']:.2f}%"
     )
-    entries = json.loads(OUT.read_text()) if OUT.exists() else {}
-    for backend in backends:
-        entry = run_in_backend(
-            __file__, backend,
-            ["--rounds", str(args.rounds), "--samples", str(args.samples)],
-        )
-        entries[backend] = entry
-        print(
-            f"{backend}: driver {entry['driver_seconds']:.2f} s of "
-            f"{entry['search_seconds']:.1f} s = "
-            f"{100 * entry['driver_fraction']:.2f}%"
-        )
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(entries, indent=2) + "\n")
-    if not args.no_docs and not args.quick:
-        write_docs_section("search_cost", docs_body(entries))
 
 
 if __name__ == "__main__":
-    if "--json-only" in sys.argv:
-        sys.argv.remove("--json-only")
-        p = argparse.ArgumentParser()
-        p.add_argument("--rounds", type=int)
-        p.add_argument("--samples", type=int)
-        a = p.parse_args()
-        print(json.dumps(measure(a.rounds, a.samples)))
-    else:
-        main()
+    benchmark_main(
+        name="search_cost",
+        script=__file__,
+        description=__doc__.splitlines()[0],
+        options={"rounds": 3, "samples": 55_000},
+        quick={"rounds": 1, "samples": 3000},
+        measure=measure,
+        docs_body=docs_body,
+        summary=summary,
+    )
