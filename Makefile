@@ -49,7 +49,7 @@ docs: $(STAMP)
 
 # Quick versions of every benchmark; each refreshes its table in docs/benchmarks.md.
 bench: $(STAMP)
-	KERAS_BACKEND=jax $(PY) benchmarks/overhead.py --quick --backend all
+	$(PY) benchmarks/overhead.py --backend all --repeats 5
 	$(PY) benchmarks/prune_step.py --quick --backend all
 	$(PY) benchmarks/search_cost.py --quick --backend all
 	KERAS_BACKEND=tensorflow $(PY) benchmarks/tflite.py --quick
