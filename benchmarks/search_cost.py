@@ -115,6 +115,11 @@ def docs_body(entries: dict) -> str:
             f"--rounds {e['rounds']} --samples {e['samples']}`",
             "",
             *rows,
+            "",
+            "Goal met on: "
+            + (", ".join(b for b, x in entries.items() if x["driver_fraction"] < 0.02)
+               or "none")
+            + ".",
         ]
     )
 
