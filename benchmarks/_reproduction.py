@@ -139,13 +139,9 @@ def plot(
     dense = series(runs, metric)[0][1]
     ax.axhline(100 * dense, color="gray", linestyle=":", label="dense (mean)")
     xs = [r[0] for r in series(runs, metric)]
-    ax.set_xscale("log")
-    ax.set_xlim(max(xs) * 1.15, min(xs) / 1.15)
-    ticks = sorted({round(x, 1) for x in xs}, reverse=True)
-    ticks = ticks[:: max(1, math.ceil(len(ticks) / 9))]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
-    ax.minorticks_off()
+    from keras_lottery.results import percent_remaining_axis  # after the backend
+
+    percent_remaining_axis(ax, xs, max_ticks=9)
     ax.set_xlabel("% of weights remaining (log scale)")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
@@ -181,13 +177,9 @@ def plot_early_stop(
         name = labels.get(control or "ticket", control or "ticket")
         if pts:
             ax.plot(*zip(*pts), style, color=f"C{i}", label=name, markersize=4)
-    ax.set_xscale("log")
-    ax.set_xlim(max(xs) * 1.15, min(xs) / 1.15)
-    ticks = sorted({round(x, 1) for x in xs}, reverse=True)
-    ticks = ticks[:: max(1, math.ceil(len(ticks) / 9))]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
-    ax.minorticks_off()
+    from keras_lottery.results import percent_remaining_axis  # after the backend
+
+    percent_remaining_axis(ax, xs, max_ticks=9)
     ax.set_xlabel("% of weights remaining (log scale)")
     ax.set_ylabel("early-stop iteration (min. validation loss)")
     ax.grid(True, alpha=0.3)

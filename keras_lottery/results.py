@@ -28,6 +28,19 @@ PLOT_METRICS = (
 )
 
 
+def percent_remaining_axis(ax, xs, max_ticks: int = 8) -> None:
+    """Log x axis of % weights remaining, decreasing left to right, with
+    at most `max_ticks` labels taken from the values plotted (as in
+    Frankle & Carbin 2019's figures)."""
+    ax.set_xscale("log")
+    ax.set_xlim(max(xs) * 1.15, min(xs) / 1.15)
+    ticks = sorted({round(x, 1) for x in xs}, reverse=True)
+    ticks = ticks[:: max(1, math.ceil(len(ticks) / max_ticks))]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+
+
 # ------------------------------------------------------------ atomic files
 def atomic_write(path: str | os.PathLike, write: Callable[[io.IOBase], None]) -> None:
     """Writes a file so that it is either complete or absent.
@@ -477,14 +490,7 @@ class SearchResult:
                 self._draw_spread(ax, metric, control, f"C{i + 1}")
         if ys[0] is not None:
             ax.axhline(ys[0], color="gray", linestyle=":", label="dense")
-        ax.set_xscale("log")
-        ax.set_xlim(max(xs) * 1.15, min(xs) / 1.15)
-        ticks = sorted({round(x, 1) for x in xs}, reverse=True)
-        if len(ticks) > 8:
-            ticks = ticks[:: math.ceil(len(ticks) / 8)]
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([f"{t:g}" for t in ticks])
-        ax.minorticks_off()
+        percent_remaining_axis(ax, xs)
         ax.set_xlabel("% of weights remaining")
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
