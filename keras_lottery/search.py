@@ -286,6 +286,7 @@ def lottery_search(
     rewind_to: str | int | None = "init",
     eval_fn: Callable[[keras.Model], Mapping[str, float]] | None = None,
     control: str | Sequence[str] | None = None,
+    control_rounds: Sequence[int] | None = None,
     directory: str | os.PathLike | None = None,
     seed: int | None = None,
     verbose: int = 1,
@@ -327,6 +328,10 @@ def lottery_search(
             at the rewind point), or a list of both. Each control is trained
             every round through the same `fit_fn` and recorded beside the
             ticket. Needs a Sequential or functional model.
+        control_rounds: The rounds (>= 1) in which the controls are
+            trained; None trains them in every round. Controls cost one
+            extra training each; papers report them at a few sparsities
+            (Frankle & Carbin's LeNet: rounds 3, 7, 12, 15, 18).
         directory: Where to save each finished round atomically (masks,
             weights, metrics, arguments). Rerunning with the same arguments
             resumes after the last finished round; different arguments on
@@ -377,6 +382,22 @@ def lottery_search(
                 f"`control` must be None, one of {CONTROLS}, or a list of "
                 f"them. Received: control={control!r}"
             )
+    if control_rounds is not None:
+        if isinstance(control_rounds, (str, bytes)) or not all(
+            isinstance(r, int) and not isinstance(r, bool) and r >= 1
+            for r in control_rounds
+        ):
+            raise ValueError(
+                "`control_rounds` must be a list of round numbers >= 1 (round"
+                f" 0 is the dense network). Received: control_rounds={control_rounds!r}"
+            )
+        if not controls:
+            raise ValueError(
+                "`control_rounds` says when to train the controls, but no "
+                f"`control` was given. Received: control_rounds={control_rounds!r}"
+                ", control=None. Pass control='reinit' or 'random_prune'."
+            )
+        control_rounds = sorted(set(control_rounds))
     if isinstance(rewind_to, int) and not _accepts_callbacks(fit_fn):
         raise ValueError(
             f"rewind_to={rewind_to} (late rewinding) needs the weights at "
@@ -427,6 +448,7 @@ def lottery_search(
         "rewind_to": rewind_to,
         "control": controls,
         "seed": seed,
+        **({} if control_rounds is None else {"control_rounds": control_rounds}),
         "prune_options": {k: repr(v) for k, v in sorted(prune_options.items())},
         "weights": {k: list(w.mask_variable(n).shape)
                     for k, w, n in iter_weight_keys(found)},
@@ -513,7 +535,8 @@ def lottery_search(
             if model.optimizer is not None:
                 reset_optimizer(model.optimizer)
         masks = {k: w.get_mask(n) for k, w, n in iter_weight_keys(found)}
-        starts = {c: copy_model(model) for c in controls} if r > 0 else {}
+        controlled = r > 0 and (control_rounds is None or r in control_rounds)
+        starts = {c: copy_model(model) for c in controls} if controlled else {}
 
 
         capture = None
@@ -542,7 +565,7 @@ def lottery_search(
             early_stop=early,
         )
         for i, c in enumerate(controls):
-            if r == 0:
+            if not controlled:
                 continue
             ctrl = starts[c]
             if model.compiled and not ctrl.compiled:

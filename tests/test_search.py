@@ -131,6 +131,55 @@ def test_controls_are_trained_and_shown_beside_the_ticket(tmp_path):
     assert matplotlib.image.imread(png).shape[0] > 100
 
 
+def test_control_rounds_train_the_controls_only_where_asked(tmp_path):
+    calls = []
+
+    def counting_fit(model):
+        calls.append(1)
+        return fit_fn(model)
+
+    result = kl.lottery_search(
+        make_model(), counting_fit, rounds=3, rate=0.5, control="reinit",
+        control_rounds=[3, 1, 3], directory=tmp_path, seed=0, verbose=0,
+    )
+    assert len(calls) == 4 + 2  # four rounds, controls in rounds 1 and 3
+    assert [sorted(r.controls) for r in result.rounds] == [
+        [], ["reinit"], [], ["reinit"]]
+    assert result.args["control_rounds"] == [1, 3]
+    # The ticket does not depend on when the controls ran.
+    plain = kl.lottery_search(make_model(), fit_fn, rounds=3, rate=0.5,
+                              control="reinit", seed=0, verbose=0)
+    for a, b in zip(result.rounds, plain.rounds):
+        assert a.metrics == pytest.approx(b.metrics, rel=1e-5, abs=1e-6)
+    assert result.rounds[3].controls["reinit"] == pytest.approx(
+        plain.rounds[3].controls["reinit"], rel=1e-5, abs=1e-6)
+    table = result.table()
+    assert "reinit/accuracy" in table
+    png = result.plot(tmp_path / "plot.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loaded = kl.SearchResult.load(tmp_path)
+    assert [sorted(r.controls) for r in loaded.rounds] == [
+        [], ["reinit"], [], ["reinit"]]
+    # Resuming with other control rounds is refused, naming the argument.
+    with pytest.raises(ValueError, match="control_rounds"):
+        kl.lottery_search(make_model(), fit_fn, rounds=3, rate=0.5,
+                          control="reinit", control_rounds=[2],
+                          directory=tmp_path, seed=0, verbose=0)
+
+
+@pytest.mark.parametrize("bad", [[0], [1.5], "1", [True]])
+def test_control_rounds_bad_values_are_clear_errors(bad):
+    with pytest.raises(ValueError, match="control_rounds.*Received"):
+        kl.lottery_search(make_model(), fit_fn, rounds=1, control="reinit",
+                          control_rounds=bad, verbose=0)
+
+
+def test_control_rounds_without_a_control_is_an_error():
+    with pytest.raises(ValueError, match="no `control` was given"):
+        kl.lottery_search(make_model(), fit_fn, rounds=1, control_rounds=[1],
+                          verbose=0)
+
+
 def test_rewind_to_none_is_train_prune_finetune():
     model = make_model()
     result = kl.lottery_search(model, fit_fn, rounds=1, rewind_to=None, verbose=0)
