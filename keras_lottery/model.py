@@ -239,8 +239,9 @@ def wrap(
     Raises:
         TypeError: If `model` is not a Keras model, is subclassed, or a
             selector is neither a name nor a layer class.
-        ValueError: If `model` is not built, a name matches no layer, or a
-            layer named in `include` has no prunable weights.
+        ValueError: If `model` is not built, a name or a class in `include`
+            matches no layer, or a layer named in `include` has no
+            prunable weights.
 
     Example:
 
@@ -274,6 +275,14 @@ def wrap(
                 "prunable weights. Remove it from `include`, or declare its "
                 "weights with keras_lottery.register_prunable. "
                 f"Received: include={include!r}"
+            )
+        layers = _names_in(model).values()
+        if not any(isinstance(layer, cls) for layer in layers):
+            present = sorted({type(layer).__name__ for layer in layers})
+            raise ValueError(
+                f"`include` names layer class {cls.__name__}, but model "
+                f"'{model.name}' has no layer of that class, so nothing would "
+                f"be wrapped. Layer classes in the model: {present}."
             )
     selective = bool(include_names or include_types)
 

@@ -31,6 +31,17 @@ def _attribute_getter(paths: Sequence[str]) -> WeightGetter:
                     break
             if isinstance(obj, keras.Variable):
                 weights[path.replace(".", "/")] = obj
+            elif layer.built:
+                found = "nothing" if obj is None else (
+                    f"a {type(obj).__name__}, not a keras.Variable")
+                raise ValueError(
+                    f"register_prunable declared weight '{path}' for "
+                    f"{type(layer).__name__}, but layer '{layer.name}' has "
+                    f"{found} at that attribute once built. Its variables: "
+                    f"{[v.path for v in layer.variables]}. Register the "
+                    "attribute names that hold them (e.g. 'kernel' for "
+                    "self.kernel = self.add_weight(...))."
+                )
         return weights
 
     return getter

@@ -264,6 +264,11 @@ def test_include_and_exclude(kwargs, expected):
     assert sorted(wrappers(wrapped)) == sorted(expected)
 
 
+def test_include_class_matching_no_layer_is_an_error():
+    with pytest.raises(ValueError, match=r"Conv1D.*has no layer of that class.*Dense"):
+        kl.wrap(_model_with_names(), include=[keras.layers.Conv1D])
+
+
 # ------------------------------------------------------------- saving
 def test_keras_round_trip(tmp_path, rng):
     wrapped = kl.wrap(convnet())

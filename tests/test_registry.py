@@ -229,5 +229,11 @@ def test_declared_attribute_missing_once_built_is_a_clear_error():
 
     kl.register_prunable(Misnamed, ["weight"])
     wrapper = kl.PrunableWrapper(Misnamed())
-    with pytest.raises(ValueError, match=r"no prunable weights once built"):
+    # The error names the declared attribute and the variables there are.
+    with pytest.raises(ValueError, match=r"'weight'.*Misnamed.*nothing.*k"):
         wrapper.build((None, 3))
+    layer = Misnamed()
+    layer.build((None, 3))
+    model = keras.Sequential([keras.Input((3,)), layer])
+    with pytest.raises(ValueError, match=r"declared weight 'weight'"):
+        kl.wrap(model)

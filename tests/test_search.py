@@ -169,7 +169,7 @@ def test_control_rounds_train_the_controls_only_where_asked(tmp_path):
 
 @pytest.mark.parametrize("bad", [[0], [1.5], "1", [True]])
 def test_control_rounds_bad_values_are_clear_errors(bad):
-    with pytest.raises(ValueError, match="control_rounds.*Received"):
+    with pytest.raises(ValueError, match=r"control_rounds.*Received"):
         kl.lottery_search(make_model(), fit_fn, rounds=1, control="reinit",
                           control_rounds=bad, verbose=0)
 
