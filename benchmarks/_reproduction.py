@@ -126,7 +126,7 @@ def plot(
 
     fig, ax = plt.subplots(figsize=(6.8, 4.4), dpi=120)
     for i, control in enumerate([None, *controls]):
-        rows = series(runs, metric, control)
+        rows = [r for r in series(runs, metric, control) if not math.isnan(r[1])]
         xs = [r[0] for r in rows]
         mean = [100 * r[1] for r in rows]
         low = [100 * r[3] for r in rows]

@@ -7,6 +7,7 @@ every backend (it imports nothing heavy).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -102,3 +103,38 @@ def test_lstm_quick(mnist_path):
     assert [r for r, _ in table_rows(out)] == [0, 1, 2]
     assert re.search(r"lstm/cell/recurrent_kernel\s+\(32, 128\).*%", out)
     assert re.search(r"lstm/cell/kernel\s+\(28, 128\)", out)
+
+
+@only_jax
+def test_lenet_reproduction_quick_and_compare(mnist_path):
+    """The reproduction benchmark's quick mode, and its side-by-side table."""
+    import shutil
+
+    script = ROOT / "benchmarks" / "lenet_reproduction.py"
+    tmp = ROOT / "benchmarks" / "results" / "tmp"
+    shutil.rmtree(tmp / "lenet_jax_300it_2r_c2_seed0", ignore_errors=True)
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--control-rounds", "2",
+         "--data", str(mnist_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines()
+            if re.match(r"\| [012] \|", line)]
+    assert [r[0].strip() for r in rows[:3]] == ["0", "1", "2"]
+    # The control ran in round 2 only; the early stop is an iteration count.
+    assert [r[3].strip() == "-" for r in rows[:3]] == [True, True, False]
+    assert all(int(r[4]) in (100, 200, 300) for r in rows[:3])
+    report = tmp / "lenet_jax_300it_s0.json"
+    data = json.loads(report.read_text())
+    assert data["settings"]["control_rounds"] == [2]
+    assert [sorted(r["controls"]) for r in data["runs"][0]["rounds"]] == [
+        [], [], ["reinit"]]
+    compare = subprocess.run(
+        [sys.executable, str(script), "--compare", str(report), str(report)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    assert "| jax, 1 seed: ticket | re-init |" in compare.stdout
+    assert "| 51.3 | - |" in compare.stdout  # round 3 was not run
