@@ -81,28 +81,21 @@ def main(argv=None) -> int:
         metrics=["accuracy"],
     )
 
-    class TestAccuracy(keras.callbacks.Callback):
-        """Test accuracy at each evaluation, to read it at the early stop."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs["test_accuracy"] = self.model.evaluate(
-                data.x_test, data.y_test, batch_size=2000, verbose=0,
-                return_dict=True)["accuracy"]
-
     def fit_fn(m):
-        history = m.fit(
+        # Test accuracy at the early stop (min. validation loss), read where
+        # it happens; and the early-stop iteration itself.
+        readout = kl.EarlyStopReadout((data.x_test, data.y_test),
+                                      steps_per_epoch=eval_every, batch_size=2000)
+        m.fit(
             iteration_batches(data.x_train, data.y_train, batch_size=60,
                               steps=args.iterations),
             epochs=args.iterations // eval_every, steps_per_epoch=eval_every,
             validation_data=(data.x_val, data.y_val), validation_batch_size=2000,
-            callbacks=[TestAccuracy()], verbose=0,
-        ).history
-        best = min(range(len(history["val_loss"])),
-                   key=history["val_loss"].__getitem__)
+            callbacks=[readout], verbose=0,
+        )
         return {
-            "val_loss": history["val_loss"][best],
-            "test_accuracy": history["test_accuracy"][best],  # at early stop
-            "early_stop": (best + 1) * eval_every,  # in iterations
+            "test_accuracy": readout.at_early_stop["accuracy"],  # at early stop
+            "early_stop": readout.early_stop,  # in iterations
         }
 
     result = kl.lottery_search(

@@ -44,7 +44,7 @@ from keras_lottery.rewind import (
     reset_optimizer,
     rewind,
 )
-from keras_lottery.schedule import LotterySchedule, RewindCheckpoint
+from keras_lottery.schedule import EarlyStopReadout, LotterySchedule, RewindCheckpoint
 from keras_lottery.search import SearchError, lottery_search
 from keras_lottery.shrink import ShrinkError, ShrinkReport, shrink
 from keras_lottery.tfmot import from_tfmot
@@ -62,6 +62,7 @@ __all__ = [
     "BlockGranularity",
     "ChannelGranularity",
     "ConstantSparsity",
+    "EarlyStopReadout",
     "ExportError",
     "ExportReport",
     "GradualPruning",

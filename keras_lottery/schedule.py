@@ -212,3 +212,135 @@ class LotterySchedule(keras.callbacks.Callback):
                 f"{100 * report.sparsity:.2f}% sparsity; rewound to "
                 f"{self.rewind_to!r}."
             )
+
+
+class EarlyStopReadout(keras.callbacks.Callback):
+    """Test metrics at the early-stop point, as lottery-ticket papers report.
+
+    Frankle & Carbin train every round to the end (pruning uses the final
+    weights) but report the *early-stop iteration* (the one of minimum
+    validation loss) and the test accuracy at that iteration. This callback
+    watches `monitor` after each epoch, evaluates `test_data` each time the
+    monitor reaches a new best and once when training ends, and returns
+    the numbers in the form `lottery_search` records (`metrics()`).
+    Evaluating only at new bests gives the numbers an evaluation after every
+    epoch would give, at a fraction of the cost once the monitor stops
+    improving. Ties keep the earliest epoch.
+
+    Train with `fit(..., epochs=n // k, steps_per_epoch=k)` and pass
+    `steps_per_epoch=k` here to count the early stop in iterations (see
+    `keras_lottery.data.iteration_batches`).
+
+    Args:
+        test_data: `(x, y)` arrays, or a dataset yielding `(x, y)` batches
+            (anything `model.evaluate` takes as `x`).
+        monitor: The logged metric that picks the early-stop epoch; needs
+            `validation_data` in `fit` for the default `"val_loss"`.
+        mode: `"min"` or `"max"`: whether lower or higher `monitor` is
+            better.
+        steps_per_epoch: Training steps per epoch, to report the early stop
+            as an iteration count; None reports the epoch (1-based).
+        batch_size: Batch size of the test evaluation, for arrays.
+
+    Attributes:
+        early_stop: The early-stop epoch or iteration, None before training.
+        at_early_stop: The test metrics there, by name.
+        final: The test metrics at the end of training, by name.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_lottery as kl
+    >>> x, y = np.random.default_rng(0).normal(size=(2, 64, 3))
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    >>> model.compile("adam", "mse", metrics=["mae"])
+    >>> readout = kl.EarlyStopReadout((x[:16], y[:16, :1]), steps_per_epoch=4)
+    >>> _ = model.fit(x[16:], y[16:, :1], batch_size=12, epochs=3, verbose=0,
+    ...               validation_data=(x[:16], y[:16, :1]), callbacks=[readout])
+    >>> sorted(readout.metrics())  # doctest: +NORMALIZE_WHITESPACE
+    ['early_stop', 'test_loss', 'test_loss_at_early_stop', 'test_mae',
+     'test_mae_at_early_stop']
+    >>> readout.early_stop in (4, 8, 12)
+    True
+    """
+
+    def __init__(
+        self,
+        test_data,
+        *,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        steps_per_epoch: int | None = None,
+        batch_size: int | None = None,
+    ):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
+        if steps_per_epoch is not None and (
+            isinstance(steps_per_epoch, bool)
+            or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1
+        ):
+            raise ValueError(
+                "`steps_per_epoch` must be an int >= 1 (the `steps_per_epoch` "
+                "given to fit) or None. Received: "
+                f"steps_per_epoch={steps_per_epoch!r}"
+            )
+        if isinstance(test_data, (tuple, list)):
+            if len(test_data) != 2:
+                raise ValueError(
+                    "`test_data` must be (x, y) or a dataset of (x, y) "
+                    f"batches. Received a {type(test_data).__name__} of "
+                    f"{len(test_data)} items."
+                )
+            self._x, self._y = test_data
+        else:
+            self._x, self._y = test_data, None
+        self.monitor, self.mode = monitor, mode
+        self.steps_per_epoch, self.batch_size = steps_per_epoch, batch_size
+        self._reset()
+
+    def _reset(self):
+        self.early_stop: int | None = None
+        self.at_early_stop: dict[str, float] = {}
+        self.final: dict[str, float] = {}
+        self._best = math.inf if self.mode == "min" else -math.inf
+
+    def _evaluate(self) -> dict[str, float]:
+        scores = self.model.evaluate(
+            self._x, self._y, batch_size=self.batch_size, verbose=0,
+            return_dict=True,
+        )
+        return {k: float(v) for k, v in scores.items()}
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(
+                f"EarlyStopReadout monitors '{self.monitor}', which is not in "
+                f"the epoch's logs {sorted(logs)}. Pass validation_data to "
+                "fit for 'val_loss', or choose `monitor` among the logs."
+            )
+        value = float(logs[self.monitor])
+        better = value < self._best if self.mode == "min" else value > self._best
+        if math.isfinite(value) and better:
+            self._best = value
+            self.early_stop = (epoch + 1) * (self.steps_per_epoch or 1)
+            self.at_early_stop = self._evaluate()
+
+    def on_train_end(self, logs=None):
+        self.final = self._evaluate()
+
+    def metrics(self) -> dict[str, float]:
+        """`{"test_<m>": at the end, "test_<m>_at_early_stop": ..., "early_stop": ...}`.
+
+        Ready to merge into the dict a `lottery_search` `fit_fn` returns.
+        """
+        out = {f"test_{k}": v for k, v in self.final.items()}
+        out.update(
+            {f"test_{k}_at_early_stop": v for k, v in self.at_early_stop.items()}
+        )
+        if self.early_stop is not None:
+            out["early_stop"] = self.early_stop
+        return out

@@ -180,6 +180,71 @@ def test_control_rounds_without_a_control_is_an_error():
                           verbose=0)
 
 
+class _Scripted(keras.callbacks.Callback):
+    """Writes a given value of `score` into each epoch's logs, and records
+    the test metrics a full evaluation gives after every epoch."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores, self.every = scores, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["score"] = self.scores[epoch]
+        self.every.append(self.model.evaluate(X, Y, verbose=0, return_dict=True))
+
+
+def test_early_stop_readout_reads_the_test_metrics_at_the_best_epoch():
+    model = make_model()
+    scripted = _Scripted([0.1, 0.5, float("nan"), 0.5, 0.2])  # ties: earliest
+    readout = kl.EarlyStopReadout((X, Y), monitor="score", mode="max",
+                                  steps_per_epoch=3, batch_size=32)
+    model.fit(X, Y, epochs=5, batch_size=32, verbose=0,
+              callbacks=[scripted, readout])
+    assert readout.early_stop == 2 * 3  # epoch 1 (0-based), 3 steps each
+    assert readout.at_early_stop == pytest.approx(scripted.every[1], rel=1e-6)
+    assert readout.final == pytest.approx(scripted.every[-1], rel=1e-6)
+    metrics = readout.metrics()
+    assert metrics["early_stop"] == 6
+    assert metrics["test_accuracy_at_early_stop"] == pytest.approx(
+        scripted.every[1]["accuracy"])
+    assert metrics["test_accuracy"] == pytest.approx(scripted.every[-1]["accuracy"])
+    # Reused for another fit, it starts over; epochs are counted without
+    # steps_per_epoch, and val_loss is the default monitor.
+    readout = kl.EarlyStopReadout((X, Y))
+    history = model.fit(X, Y, epochs=4, batch_size=32, verbose=0,
+                        validation_data=data(32, 1), callbacks=[readout])
+    val_loss = history.history["val_loss"]
+    assert readout.early_stop == int(np.argmin(val_loss)) + 1
+
+
+def test_early_stop_readout_feeds_lottery_search():
+    def fit_with_readout(model):
+        readout = kl.EarlyStopReadout((X, Y), steps_per_epoch=3)
+        model.fit(X, Y, epochs=3, batch_size=32, verbose=0,
+                  validation_data=data(32, 1), callbacks=[readout])
+        return readout.metrics()
+
+    result = kl.lottery_search(make_model(), fit_with_readout, rounds=1,
+                               rate=0.5, control="reinit", verbose=0)
+    for record in result.rounds:
+        assert record.early_stop in (3, 6, 9)
+        assert "test_accuracy_at_early_stop" in record.metrics
+    assert result.rounds[1].controls_early_stop["reinit"] in (3, 6, 9)
+
+
+def test_early_stop_readout_bad_inputs_are_clear_errors():
+    with pytest.raises(ValueError, match=r"mode.*Received: mode='lowest'"):
+        kl.EarlyStopReadout((X, Y), mode="lowest")
+    with pytest.raises(ValueError, match=r"steps_per_epoch.*Received"):
+        kl.EarlyStopReadout((X, Y), steps_per_epoch=0)
+    with pytest.raises(ValueError, match="Received a tuple of 3 items"):
+        kl.EarlyStopReadout((X, Y, Y))
+    model = make_model()
+    with pytest.raises(ValueError, match=r"'val_loss', which is not.*validation_data"):
+        model.fit(X, Y, epochs=1, verbose=0,
+                  callbacks=[kl.EarlyStopReadout((X, Y))])
+
+
 def test_rewind_to_none_is_train_prune_finetune():
     model = make_model()
     result = kl.lottery_search(model, fit_fn, rounds=1, rewind_to=None, verbose=0)
