@@ -203,6 +203,9 @@ def test_early_stop_readout_reads_the_test_metrics_at_the_best_epoch():
     assert readout.early_stop == 2 * 3  # epoch 1 (0-based), 3 steps each
     assert readout.at_early_stop == pytest.approx(scripted.every[1], rel=1e-6)
     assert readout.final == pytest.approx(scripted.every[-1], rel=1e-6)
+    # It saw the trained weights (JAX trains on copies and syncs them back).
+    after = model.evaluate(X, Y, verbose=0, return_dict=True)
+    assert readout.final == pytest.approx(after, rel=1e-6)
     metrics = readout.metrics()
     assert metrics["early_stop"] == 6
     assert metrics["test_accuracy_at_early_stop"] == pytest.approx(
