@@ -14,14 +14,16 @@ the end of training).
 Usage:
 
     python benchmarks/lenet_reproduction.py --backend jax --seeds 0 \\
-        --iterations 50000 --rounds 20 [--data PATH]
+        --iterations 50000 --rounds 18 --control-rounds 3 7 12 15 18 \\
+        [--data PATH]
 
 writes benchmarks/results/lenet_<backend>_<iterations>it_s<seeds>.json and
-docs/img/lenet_<iterations>it_s<seeds>.png (accuracy) and
-docs/img/lenet_<iterations>it_s<seeds>_early_stop.png. Every finished round is also
-saved under benchmarks/results/tmp/ (git-ignored), so an interrupted run
-resumes where it stopped, and `--collect` writes the JSON and plots of the
-rounds finished so far without training.
+docs/img/lenet_<backend>_<iterations>it_s<seeds>.png (accuracy) and
+docs/img/lenet_<backend>_<iterations>it_s<seeds>_early_stop.png. Every
+finished round is also saved under benchmarks/results/tmp/ (git-ignored),
+so an interrupted run resumes where it stopped, and `--collect` writes the
+JSON and plots of the rounds finished so far without training. `--compare`
+prints the paper's sparsities side by side for several result files.
 
 MNIST comes from --data, else $KERAS_LOTTERY_MNIST (an mnist.npz in Keras
 layout; nothing is downloaded).
@@ -249,17 +251,17 @@ def report_run(report: dict, args) -> list[Path]:
                                  labels=SHORT))
     its = report["settings"]["iterations_per_round"]
     images = rep.RESULTS / "tmp" if args.quick else rep.IMAGES
-    stem = images / f"lenet_{tag(args)}"
+    stem = images / f"lenet_{backend}_{tag(args)}"
     accuracy = rep.plot(
         runs, stem.with_suffix(".png"), metric="test_accuracy_at_early_stop",
         controls=CONTROLS, labels=LABELS,
-        title=f"LeNet-300-100 on MNIST, {its} it/round, {backend}",
+        title=f"LeNet-300-100 on MNIST, {its:,} iterations per round, {backend}",
         ylabel="test accuracy at early stop (%)",
     )
     stop = rep.plot_early_stop(
         runs, stem.with_name(stem.name + "_early_stop.png"), controls=CONTROLS,
         labels=LABELS,
-        title=f"LeNet-300-100, early-stop iteration (max {its}), {backend}",
+        title=f"LeNet-300-100, early-stop iteration (max {its:,}), {backend}",
     )
     return [accuracy, stop]
 
