@@ -18,6 +18,9 @@ WeightGetter = Callable[[keras.layers.Layer], "dict[str, keras.Variable]"]
 _REGISTRY: dict[type, WeightGetter] = {}
 
 
+_MISSING = object()
+
+
 def _attribute_getter(paths: Sequence[str]) -> WeightGetter:
     """Returns a getter that reads dotted attribute paths off a layer."""
 
@@ -26,18 +29,18 @@ def _attribute_getter(paths: Sequence[str]) -> WeightGetter:
         for path in paths:
             obj = layer
             for part in path.split("."):
-                obj = getattr(obj, part, None)
-                if obj is None:
+                obj = getattr(obj, part, _MISSING)
+                if obj is None or obj is _MISSING:
                     break
             if isinstance(obj, keras.Variable):
                 weights[path.replace(".", "/")] = obj
-            elif layer.built:
-                found = "nothing" if obj is None else (
-                    f"a {type(obj).__name__}, not a keras.Variable")
+            elif obj is not None and layer.built:  # None: an optional weight
+                found = "no such attribute" if obj is _MISSING else (
+                    f"a {type(obj).__name__}, not a keras.Variable, there")
                 raise ValueError(
                     f"register_prunable declared weight '{path}' for "
                     f"{type(layer).__name__}, but layer '{layer.name}' has "
-                    f"{found} at that attribute once built. Its variables: "
+                    f"{found} once built. Its variables: "
                     f"{[v.path for v in layer.variables]}. Register the "
                     "attribute names that hold them (e.g. 'kernel' for "
                     "self.kernel = self.add_weight(...))."

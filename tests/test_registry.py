@@ -230,10 +230,25 @@ def test_declared_attribute_missing_once_built_is_a_clear_error():
     kl.register_prunable(Misnamed, ["weight"])
     wrapper = kl.PrunableWrapper(Misnamed())
     # The error names the declared attribute and the variables there are.
-    with pytest.raises(ValueError, match=r"'weight'.*Misnamed.*nothing.*k"):
+    with pytest.raises(ValueError, match=r"'weight'.*Misnamed.*no such attribute.*k"):
         wrapper.build((None, 3))
     layer = Misnamed()
     layer.build((None, 3))
     model = keras.Sequential([keras.Input((3,)), layer])
     with pytest.raises(ValueError, match=r"declared weight 'weight'"):
         kl.wrap(model)
+
+
+def test_declared_attribute_set_to_none_is_an_optional_weight():
+    class MaybeBias(keras.layers.Layer):
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(input_shape[-1], 2), name="k")
+            self.bias = None  # the Keras convention for use_bias=False
+
+        def call(self, x):
+            return ops.matmul(x, self.kernel)
+
+    kl.register_prunable(MaybeBias, ["kernel", "bias"])
+    layer = MaybeBias()
+    layer.build((None, 3))
+    assert list(kl.prunable_weights(layer)) == ["kernel"]
