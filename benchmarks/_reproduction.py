@@ -192,16 +192,21 @@ def plot_early_stop(
     return path
 
 
+def percent_cell(stats: tuple, seeds: int) -> str:
+    """A `series` row as "mean ± std" in percent ("-" where nothing ran)."""
+    mean, std = stats[1], stats[2]
+    if math.isnan(mean):
+        return "-"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if seeds > 1 else "")
+
+
 def markdown_table(
     runs: list[dict], *, metric: str, controls: list[str], labels: dict[str, str]
 ) -> str:
     """Rounds as a Markdown table: mean ± std over seeds, in percent."""
 
     def cell(stats):
-        mean, std = stats[1], stats[2]
-        if math.isnan(mean):
-            return "-"
-        return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(runs) > 1 else "")
+        return percent_cell(stats, len(runs))
 
     cols = [None, *controls]
     header = ["round", "% remaining"] + [

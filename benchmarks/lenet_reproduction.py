@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -198,46 +199,34 @@ def compare_table(reports: list[dict], metric: str) -> str:
 
     Each group holds the ticket and the re-init control (mean ± std over the
     file's seeds where it has several) and their early-stop iterations
-    (mean). A round a run has not reached yet is shown as "-".
+    (mean). A round a run has not reached, or a control it did not train
+    there, is shown as "-".
     """
 
-    def cell(runs, rnd, control, early):
-        values = []
-        for run in runs:
-            if rnd >= len(run["rounds"]):
-                return "-"
-            record = run["rounds"][rnd]
-            if early:
-                value = (record["early_stop"] if control is None
-                         else record["controls_early_stop"].get(control))
-            else:
-                value = (record["metrics"] if control is None
-                         else record["controls"].get(control, {})).get(metric)
-            if value is None:
-                return "-"
-            values.append(value)
-        mean, std = rep._stats(values)[:2]
-        if early:
-            return f"{mean:,.0f}"
-        return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(values) > 1
-                                      else "")
+    def count(value):
+        return "-" if math.isnan(value) else f"{value:,.0f}"
 
     header, groups = ["% remaining (paper)"], []
     for report in reports:
         runs = report["runs"]
         name = (f"{report['environment']['backend']}, "
                 f"{len(runs)} seed{'s' if len(runs) > 1 else ''}")
-        groups.append(runs)
         header += [f"{name}: ticket", "re-init", "stop (ticket)", "stop (re-init)"]
+        groups.append((len(runs), rep.series(runs, metric),
+                       rep.series(runs, metric, "reinit"),
+                       rep.early_stops(runs), rep.early_stops(runs, "reinit")))
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---:" for _ in header) + "|"]
     for rnd, paper in PAPER_ROUNDS.items():
         row = [f"{paper:g}"]
-        for runs in groups:
-            row += [cell(runs, rnd, None, False),
-                    cell(runs, rnd, "reinit", False) if rnd else "-",
-                    cell(runs, rnd, None, True),
-                    cell(runs, rnd, "reinit", True) if rnd else "-"]
+        for seeds, ticket, reinit, stops, reinit_stops in groups:
+            if rnd >= len(ticket):
+                row += ["-"] * 4
+                continue
+            row += [rep.percent_cell(ticket[rnd], seeds),
+                    rep.percent_cell(reinit[rnd], seeds) if rnd else "-",
+                    count(stops[rnd]),
+                    count(reinit_stops[rnd]) if rnd else "-"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
