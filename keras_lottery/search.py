@@ -80,17 +80,38 @@ def _derive(seed: int | None, *parts: int) -> int | None:
     return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0] >> 1)
 
 
-def _accepts_callbacks(fit_fn) -> bool:
+def _callbacks_call(fit_fn) -> str | None:
+    """How `fit_fn` takes the search's callbacks, if it does.
+
+    A parameter named `callbacks` gets them by keyword; otherwise a required
+    second positional parameter (or `*args`) gets them by position, and a
+    `**kwargs` by the keyword `callbacks`. A second parameter with a default
+    and another name, `fit_fn(model, epochs=3)`, is the user's own: it is
+    left alone. Returns "keyword", "positional" or None (call `fit_fn(model)`).
+    """
     try:
         params = list(inspect.signature(fit_fn).parameters.values())
     except (TypeError, ValueError):
-        return False
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return True
+        return None
+    if any(p.name == "callbacks" and p.kind != p.POSITIONAL_ONLY for p in params):
+        return "keyword"
     positional = [
         p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
-    return len(positional) >= 2 or any(p.name == "callbacks" for p in params)
+    if len(positional) >= 2 and positional[1].default is inspect.Parameter.empty:
+        return "positional"
+    if len(positional) < 2 and any(p.kind == p.VAR_POSITIONAL for p in params):
+        return "positional"
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return "keyword"
+    return None
+
+
+def _signature(fn) -> str:
+    try:
+        return str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        return "(...)"
 
 
 def _parse_fit_output(output, round: int, what: str) -> tuple[dict, int | None]:
@@ -306,9 +327,10 @@ def lottery_search(
         model: A compiled model holding `PrunableWrapper`s (`wrap(model)`).
         fit_fn: `fit_fn(model)` trains the model your way and returns
             `model.fit(...)`'s History or a dict of metrics. To get the
-            late-rewinding checkpoint (`rewind_to=k`), declare a second
-            parameter, `fit_fn(model, callbacks)`, and pass `callbacks` on
-            to `model.fit`. A dict may carry an `"early_stop"` entry.
+            late-rewinding checkpoint (`rewind_to=k`), declare a parameter
+            named `callbacks`, `fit_fn(model, callbacks=None)`, and pass it
+            on to `model.fit` (a required second parameter of another name
+            gets the callbacks too; one with a default is left alone). A dict may carry an `"early_stop"` entry.
         rounds: Number of pruning rounds (the result has `rounds + 1`
             records, round 0 being dense). `rounds=1` is one-shot pruning.
         target_sparsity: Stop once this fraction of weights is pruned. With
@@ -398,11 +420,12 @@ def lottery_search(
                 ", control=None. Pass control='reinit' or 'random_prune'."
             )
         control_rounds = sorted(set(control_rounds))
-    if isinstance(rewind_to, int) and not _accepts_callbacks(fit_fn):
+    if isinstance(rewind_to, int) and _callbacks_call(fit_fn) is None:
         raise ValueError(
             f"rewind_to={rewind_to} (late rewinding) needs the weights at "
-            f"step {rewind_to}, captured by a callback during round 0. "
-            "Declare fit_fn(model, callbacks) and pass "
+            f"step {rewind_to}, captured by a callback during round 0, but "
+            f"fit_fn{_signature(fit_fn)} takes no callbacks. Declare "
+            "fit_fn(model, callbacks=None) and pass "
             "model.fit(..., callbacks=callbacks)."
         )
     if rounds is not None and (
@@ -495,7 +518,12 @@ def lottery_search(
         _seed_everything(seed, r, seed_part)
         callbacks = [capture] if capture is not None else []
         try:
-            output = fit_fn(m, callbacks) if pass_callbacks else fit_fn(m)
+            if how_callbacks == "keyword":
+                output = fit_fn(m, callbacks=callbacks)
+            elif how_callbacks == "positional":
+                output = fit_fn(m, callbacks)
+            else:
+                output = fit_fn(m)
             metrics, early = _parse_fit_output(output, r, what)
             if eval_fn is not None:
                 tested = eval_fn(m)
@@ -520,7 +548,7 @@ def lottery_search(
         return metrics, early
 
     prune_kwargs = dict(scope=scope, output_rate=output_rate, **prune_options)
-    pass_callbacks = _accepts_callbacks(fit_fn)
+    how_callbacks = _callbacks_call(fit_fn)
     began = time.perf_counter()
     done_this_run = 0
     r = start

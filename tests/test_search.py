@@ -306,6 +306,47 @@ def test_bad_fit_fn_errors_name_the_round_and_keep_finished_rounds(tmp_path):
         kl.lottery_search(make_model(), nan_loss, rounds=1, verbose=0)
 
 
+def test_fit_fn_gets_the_callbacks_only_where_it_asks_for_them():
+    """`callbacks` by name (or a required second parameter) gets the search's
+    callbacks; a second parameter with a default and another name is the
+    user's own and keeps its default."""
+    seen = {}
+
+    def by_name(model, *, epochs=1, callbacks=None):
+        seen["by_name"] = (epochs, callbacks)
+        return fit_fn(model, callbacks)
+
+    def required(model, cbs):
+        seen["required"] = cbs
+        return fit_fn(model, cbs)
+
+    def own_default(model, k=8):
+        seen["own_default"] = k
+        return fit_fn(model)
+
+    def var_kwargs(model, **kwargs):
+        seen["var_kwargs"] = kwargs
+        return fit_fn(model, kwargs["callbacks"])
+
+    for fn in (by_name, required, own_default, var_kwargs):
+        kl.lottery_search(make_model(), fn, rounds=1, rewind_to=None, verbose=0)
+    assert seen["by_name"] == (1, [])
+    assert seen["required"] == []
+    assert seen["own_default"] == 8
+    assert seen["var_kwargs"] == {"callbacks": []}
+    # Late rewinding hands over its checkpoint callback (in round 0) this way.
+    round0 = []
+
+    def late(model, callbacks=None):
+        round0.append(list(callbacks))
+        return fit_fn(model, callbacks)
+
+    kl.lottery_search(make_model(), late, rounds=1, rewind_to=2, verbose=0)
+    assert [type(c) for c in round0[0]] == [kl.RewindCheckpoint]
+    with pytest.raises(ValueError, match=r"fit_fn\(model, k=8\) takes no callbacks"):
+        kl.lottery_search(make_model(), own_default, rounds=1, rewind_to=2)
+
+
 def test_bad_arguments_are_clear_errors(tmp_path):
     model = make_model()
     with pytest.raises(ValueError, match="rounds"):
