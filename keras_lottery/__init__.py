@@ -18,6 +18,7 @@ from keras_lottery.export import (
     benchmark_tflite,
     export_tflite,
     inspect_tflite,
+    read_tflite_weights,
 )
 from keras_lottery.gradual import (
     ConstantSparsity,
@@ -33,7 +34,6 @@ from keras_lottery.granularity import (
     NMGranularity,
     NMReport,
     check_n_m,
-    read_tflite_weights,
 )
 from keras_lottery.model import PruningSummary, WeightSummary, strip, summary, wrap
 from keras_lottery.registry import prunable_weights, register_prunable

@@ -349,58 +349,72 @@ def _name_layers(encodings: list[dict], keras_weights) -> None:
             record["layer"] = first.rsplit("/", 1)[0] if "/" in first else first
 
 
-def _read_flatbuffer(content: bytes, keras_weights=()):
-    """Per-weight encodings and op versions, read from the flatbuffer."""
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    names = _op_names()
-    codes = []
-    for code in model.operatorCodes:
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        if builtin == getattr(schema.BuiltinOperator, "CUSTOM", 32):
-            codes.append((_name(code.customCode) or "CUSTOM", code.version))
-        else:
-            codes.append((names.get(builtin, str(builtin)), code.version))
-    versions: dict[str, int] = {}
-    for op_name, version in codes:
-        versions[op_name] = max(versions.get(op_name, 0), int(version))
+class _Flatbuffer:
+    """A `.tflite` file's first subgraph, its op names and the producer of
+    every tensor, for the readers below."""
 
-    graph = model.subgraphs[0]
-    producer = {}
-    for index, op in enumerate(graph.operators or []):
-        for out in op.outputs if op.outputs is not None else []:
-            producer[int(out)] = index
+    def __init__(self, content: bytes):
+        schema = _schema()
+        self.model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+        names = _op_names()
+        custom = getattr(schema.BuiltinOperator, "CUSTOM", 32)
+        self.codes: list[tuple[str, int]] = []
+        for code in self.model.operatorCodes:
+            builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+            if builtin == custom:
+                self.codes.append((_name(code.customCode) or "CUSTOM", code.version))
+            else:
+                self.codes.append((names.get(builtin, str(builtin)), code.version))
+        self.graph = self.model.subgraphs[0]
+        self.operators = list(self.graph.operators or [])
+        self.producer = {}
+        for index, op in enumerate(self.operators):
+            for out in op.outputs if op.outputs is not None else []:
+                self.producer[int(out)] = index
 
-    def constant(t):
-        tensor = graph.tensors[t]
-        return tensor.buffer > 0 and _buffer_bytes(
-            model.buffers[tensor.buffer]) > 0
+    def op_name(self, op) -> str:
+        return self.codes[op.opcodeIndex][0]
 
-    def source(t):
-        """(stored tensor index, unpack ops) behind an op input."""
+    def stored_bytes(self, t: int) -> int:
+        tensor = self.graph.tensors[t]
+        if tensor.buffer <= 0:
+            return 0
+        return _buffer_bytes(self.model.buffers[tensor.buffer])
+
+    def source(self, t: int) -> tuple[int | None, list[str]]:
+        """(stored tensor index, unpack ops) behind an op input: looks
+        through DENSIFY / DEQUANTIZE to the constant they unpack."""
         chain = []
-        while not constant(t):
-            index = producer.get(t)
+        while not self.stored_bytes(t):
+            index = self.producer.get(t)
             if index is None:
                 return None, chain
-            op = graph.operators[index]
-            op_name = codes[op.opcodeIndex][0]
-            if op_name not in _UNPACK_OPS:
+            op = self.operators[index]
+            if self.op_name(op) not in _UNPACK_OPS:
                 return None, chain
-            chain.append(op_name)
+            chain.append(self.op_name(op))
             t = int(op.inputs[0])
         return t, chain
 
+
+def _read_flatbuffer(content: bytes, keras_weights=()):
+    """Per-weight encodings and op versions, read from the flatbuffer."""
+    fb = _Flatbuffer(content)
+    graph = fb.graph
+    versions: dict[str, int] = {}
+    for op_name, version in fb.codes:
+        versions[op_name] = max(versions.get(op_name, 0), int(version))
+
     encodings = []
-    for index, op in enumerate(graph.operators or []):
-        op_name = codes[op.opcodeIndex][0]
+    for index, op in enumerate(fb.operators):
+        op_name = fb.op_name(op)
         if op_name in _UNPACK_OPS:
             continue
         for t in op.inputs if op.inputs is not None else []:
             t = int(t)
             if t < 0:
                 continue
-            stored, chain = source(t)
+            stored, chain = fb.source(t)
             if stored is None:
                 continue
             tensor = graph.tensors[stored]
@@ -408,7 +422,7 @@ def _read_flatbuffer(content: bytes, keras_weights=()):
             if len(shape) < 2:
                 continue  # biases, shapes, scalars
             dtype = _TENSOR_TYPES.get(int(tensor.type), str(tensor.type))
-            nbytes = _buffer_bytes(model.buffers[tensor.buffer])
+            nbytes = fb.stored_bytes(stored)
             total = int(np.prod(shape))
             itemsize = np.dtype(dtype).itemsize if dtype in (
                 "float32", "float16", "int8", "int32", "uint8", "int16",
@@ -428,7 +442,93 @@ def _read_flatbuffer(content: bytes, keras_weights=()):
                 "stored_bytes": nbytes,
             })
     _name_layers(encodings, keras_weights)
-    return encodings, versions, len(graph.operators or [])
+    return encodings, versions, len(fb.operators)
+
+
+def _decode_sparse(tensor, values: np.ndarray) -> np.ndarray:
+    """Dense array of a tensor stored in TFLite's sparse format."""
+    sparsity = tensor.sparsity
+    shape = tuple(int(s) for s in tensor.shape)
+    rank = len(shape)
+    order = [int(t) for t in sparsity.traversalOrder]
+    block_map = [] if sparsity.blockMap is None else [int(b) for b in sparsity.blockMap]
+    position = np.zeros(1, dtype=np.int64)
+    coords: list[np.ndarray] = []
+    for meta in sparsity.dimMetadata:
+        if int(meta.format) == 0:  # DENSE
+            size = int(meta.denseSize)
+            count = position.size
+            position = (position[:, None] * size + np.arange(size)).ravel()
+            coords = [np.repeat(c, size) for c in coords]
+            coords.append(np.tile(np.arange(size), count))
+        else:  # SPARSE_CSR
+            segments = np.asarray(meta.arraySegments.values, dtype=np.int64)
+            indices = np.asarray(meta.arrayIndices.values, dtype=np.int64)
+            starts, ends = segments[position], segments[position + 1]
+            lengths = ends - starts
+            offsets = np.repeat(ends - lengths.cumsum(), lengths)
+            position = np.arange(lengths.sum()) + offsets
+            coords = [np.repeat(c, lengths) for c in coords]
+            coords.append(indices[position])
+    index = [np.zeros(position.size, dtype=np.int64) for _ in range(rank)]
+    block_size = {d: 1 for d in range(rank)}
+    for k, dim in enumerate(block_map):
+        level = order.index(rank + k)
+        block_size[dim] = int(sparsity.dimMetadata[level].denseSize)
+    for level, dim in enumerate(order):
+        if dim < rank:
+            index[dim] += coords[level] * block_size[dim]
+        else:
+            index[block_map[dim - rank]] += coords[level]
+    dense = np.zeros(shape, dtype=values.dtype)
+    dense[tuple(index)] = values[: position.size]
+    return dense
+
+
+def read_tflite_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The weights of a `.tflite` file's FULLY_CONNECTED and CONV_2D ops.
+
+    Read from the flatbuffer: dense buffers as they are, sparse ones
+    decoded from their `traversal_order` / `block_map` / `dim_metadata`,
+    looking through DENSIFY and DEQUANTIZE. Quantized weights come back as
+    their stored integers (zeros stay zeros).
+
+    Args:
+        path: A `.tflite` file.
+
+    Returns:
+        `{"OP#index:tensor name": array in TFLite layout}`:
+        FullyConnected `[out, in]`, Conv2D `[out, kh, kw, in]`.
+
+    Example:
+
+    >>> from keras_lottery.export import read_tflite_weights
+    >>> read_tflite_weights("model.tflite")  # doctest: +SKIP
+    """
+    path = _check_path(path, must_exist=True)
+    with open(path, "rb") as f:
+        fb = _Flatbuffer(f.read())
+    found = {}
+    for index, op in enumerate(fb.operators):
+        if fb.op_name(op) not in ("FULLY_CONNECTED", "CONV_2D"):
+            continue
+        stored, _ = fb.source(int(op.inputs[1]))
+        if stored is None:
+            continue
+        tensor = fb.graph.tensors[stored]
+        buffer = fb.model.buffers[tensor.buffer]
+        dtype = _TENSOR_TYPES.get(int(tensor.type))
+        if buffer.data is None or dtype not in (
+                "float32", "float16", "int8", "uint8", "int16"):
+            continue
+        values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=dtype)
+        if tensor.sparsity is not None:
+            weight = _decode_sparse(tensor, values)
+        else:
+            weight = values.reshape([int(d) for d in tensor.shape])
+        name = _name(tensor.name).split(";")[0]
+        found[f"{fb.op_name(op)}#{index}:{name}"] = weight
+    return found
 
 
 # ------------------------------------------------------------- interpreter
@@ -1243,6 +1343,7 @@ __all__ = [
     "benchmark_tflite",
     "export_tflite",
     "inspect_tflite",
+    "read_tflite_weights",
 ]
 
 if __name__ == "__main__":

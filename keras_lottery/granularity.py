@@ -48,6 +48,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_lottery.export import read_tflite_weights
+
 NORMS = ("l1", "l2")
 
 
@@ -503,111 +505,6 @@ def check_n_m(model_or_path, n: int = 2, m: int = 4) -> NMReport:
         groups, bad = _count_violations(weight != 0, n, m, -2)
         rows.append(NMLayer(key, tuple(weight.shape), groups, bad))
     return NMReport(n, m, tuple(rows))
-
-
-def _decode_sparse(tensor, values: np.ndarray) -> np.ndarray:
-    """Dense array of a tensor stored in TFLite's sparse format."""
-    sparsity = tensor.sparsity
-    shape = tuple(int(s) for s in tensor.shape)
-    rank = len(shape)
-    order = [int(t) for t in sparsity.traversalOrder]
-    block_map = [] if sparsity.blockMap is None else [int(b) for b in sparsity.blockMap]
-    position = np.zeros(1, dtype=np.int64)
-    coords: list[np.ndarray] = []
-    for meta in sparsity.dimMetadata:
-        if int(meta.format) == 0:  # DENSE
-            size = int(meta.denseSize)
-            count = position.size
-            position = (position[:, None] * size + np.arange(size)).ravel()
-            coords = [np.repeat(c, size) for c in coords]
-            coords.append(np.tile(np.arange(size), count))
-        else:  # SPARSE_CSR
-            segments = np.asarray(meta.arraySegments.values, dtype=np.int64)
-            indices = np.asarray(meta.arrayIndices.values, dtype=np.int64)
-            starts, ends = segments[position], segments[position + 1]
-            lengths = ends - starts
-            offsets = np.repeat(ends - lengths.cumsum(), lengths)
-            position = np.arange(lengths.sum()) + offsets
-            coords = [np.repeat(c, lengths) for c in coords]
-            coords.append(indices[position])
-    index = [np.zeros(position.size, dtype=np.int64) for _ in range(rank)]
-    block_size = {d: 1 for d in range(rank)}
-    for k, dim in enumerate(block_map):
-        level = order.index(rank + k)
-        block_size[dim] = int(sparsity.dimMetadata[level].denseSize)
-    for level, dim in enumerate(order):
-        if dim < rank:
-            index[dim] += coords[level] * block_size[dim]
-        else:
-            index[block_map[dim - rank]] += coords[level]
-    dense = np.zeros(shape, dtype=values.dtype)
-    dense[tuple(index)] = values[: position.size]
-    return dense
-
-
-def read_tflite_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The weights of a `.tflite` file's FULLY_CONNECTED and CONV_2D ops.
-
-    Read from the flatbuffer: dense buffers as they are, sparse ones
-    decoded from their `traversal_order` / `block_map` / `dim_metadata`,
-    looking through DENSIFY and DEQUANTIZE. Quantized weights come back as
-    their stored integers (zeros stay zeros).
-
-    Args:
-        path: A `.tflite` file.
-
-    Returns:
-        `{"OP#index:tensor name": array in TFLite layout}`:
-        FullyConnected `[out, in]`, Conv2D `[out, kh, kw, in]`.
-
-    Example:
-
-    >>> from keras_lottery.granularity import read_tflite_weights
-    >>> read_tflite_weights("model.tflite")  # doctest: +SKIP
-    """
-    from keras_lottery import export
-
-    path = export._check_path(path, must_exist=True)
-    with open(path, "rb") as f:
-        content = f.read()
-    schema = export._schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    names = export._op_names()
-    codes = [
-        names.get(max(int(c.builtinCode), int(c.deprecatedBuiltinCode)), "")
-        for c in model.operatorCodes
-    ]
-    graph = model.subgraphs[0]
-    producer = {}
-    for op in graph.operators or []:
-        for out in op.outputs if op.outputs is not None else []:
-            producer[int(out)] = op
-    found = {}
-    for index, op in enumerate(graph.operators or []):
-        if codes[op.opcodeIndex] not in ("FULLY_CONNECTED", "CONV_2D"):
-            continue
-        t = int(op.inputs[1])
-        while graph.tensors[t].buffer <= 0 or not export._buffer_bytes(
-                model.buffers[graph.tensors[t].buffer]):
-            source = producer.get(t)
-            if source is None or codes[source.opcodeIndex] not in export._UNPACK_OPS:
-                break
-            t = int(source.inputs[0])
-        tensor = graph.tensors[t]
-        buffer = model.buffers[tensor.buffer] if tensor.buffer > 0 else None
-        if buffer is None or buffer.data is None:
-            continue
-        dtype = export._TENSOR_TYPES.get(int(tensor.type))
-        if dtype not in ("float32", "float16", "int8", "uint8", "int16"):
-            continue
-        values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=dtype)
-        if tensor.sparsity is not None:
-            weight = _decode_sparse(tensor, values)
-        else:
-            weight = values.reshape([int(s) for s in tensor.shape])
-        name = export._name(tensor.name).split(";")[0]
-        found[f"{codes[op.opcodeIndex]}#{index}:{name}"] = weight
-    return found
 
 
 __all__ = [

@@ -330,7 +330,8 @@ def lottery_search(
             late-rewinding checkpoint (`rewind_to=k`), declare a parameter
             named `callbacks`, `fit_fn(model, callbacks=None)`, and pass it
             on to `model.fit` (a required second parameter of another name
-            gets the callbacks too; one with a default is left alone). A dict may carry an `"early_stop"` entry.
+            gets the callbacks too; one with a default is left alone). A
+            dict may carry an `"early_stop"` entry.
         rounds: Number of pruning rounds (the result has `rounds + 1`
             records, round 0 being dense). `rounds=1` is one-shot pruning.
         target_sparsity: Stop once this fraction of weights is pruned. With

@@ -11,11 +11,11 @@ from conftest import mlp
 
 import keras_lottery as kl
 from keras_lottery.criteria import pruned_count
+from keras_lottery.export import read_tflite_weights
 from keras_lottery.granularity import (
     BlockGranularity,
     check_n_m,
     get_granularity,
-    read_tflite_weights,
 )
 from keras_lottery.xnnpack import check_block_alignment, check_xnnpack_sparse
 
