@@ -20,6 +20,7 @@ from keras_lottery.criteria import (
     shuffle_masks,
 )
 from keras_lottery.criteria import prune as _prune
+from keras_lottery.granularity import get_granularity
 from keras_lottery.model import _clone, iter_weight_keys, require_wrappers, summary
 from keras_lottery.results import (
     RoundRecord,
@@ -173,11 +174,25 @@ def derive_rate(
     """The per-round rate whose `rounds` rounds land on `target_sparsity`.
 
     Accounts for the output layers' lower rate (`output_rate_factor` times
-    the rate) and the exact rounding of `prune`; solved by bisection.
+    the rate) and the exact rounding of `prune`, which counts units of the
+    granularity (weights, blocks, channels); solved by bisection for the
+    smallest rate that reaches the target. Exact where a pool's units are
+    all the same size (layer scope, or weight and block granularity); a
+    global pool of channels of different sizes is counted at their mean
+    size, since which ones go depends on the weights.
     """
     entries = list(iter_weight_keys(require_wrappers(model)))
     options = dict(prune_options or {})
-    counts = {k: int(np.count_nonzero(w.get_mask(n))) for k, w, n in entries}
+    units = get_granularity(
+        options.get("granularity", "weight"),
+        block_shape=options.get("block_shape"), norm=options.get("norm"),
+    )
+    alive_units, alive_weights = {}, {}
+    for key, wrapper, name in entries:
+        mask = np.asarray(wrapper.get_mask(name))
+        _, alive = units.reduce(mask, mask, key)
+        alive_units[key] = int(np.count_nonzero(alive))
+        alive_weights[key] = int(np.count_nonzero(mask))
     total = sum(int(np.prod(w.get_mask(n).shape)) for _, w, n in entries)
 
     def sparsity_after(rate):
@@ -189,12 +204,13 @@ def derive_rate(
         pools: dict[str, list] = {}
         for key, _, _ in entries:
             pools.setdefault(assignment[key][0], []).append(key)
-        remaining = 0
+        remaining = 0.0
         for keys in pools.values():
-            n = sum(counts[k] for k in keys)
+            n = sum(alive_units[k] for k in keys)
+            size = sum(alive_weights[k] for k in keys) / n if n else 0.0
             for _ in range(rounds):
                 n -= pruned_count(assignment[keys[0]][1], n)
-            remaining += n
+            remaining += n * size
         return 1 - remaining / total
 
     lo, hi = 0.0, 0.999999
@@ -336,7 +352,8 @@ def lottery_search(
             records, round 0 being dense). `rounds=1` is one-shot pruning.
         target_sparsity: Stop once this fraction of weights is pruned. With
             `rounds` too, the rate is derived so that `rounds` rounds land
-            on the target.
+            on the target (or just past it, by less than one unit of the
+            granularity: a block or a channel).
         rate: Fraction of the remaining weights pruned per round.
         output_rate: Rate of the output layers; `rate / 2` when None.
         scope: `"layer"` or `"global"`, as in `prune`.

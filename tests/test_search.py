@@ -267,6 +267,23 @@ def test_target_sparsity_with_rounds_derives_the_rate():
     assert 1 - only_target.rounds[-2].remaining < 0.5
 
 
+def test_target_sparsity_counts_the_units_prune_removes():
+    """Channel pruning removes whole units (12 or 16 weights here): the
+    derived rate is the smallest whose rounds reach the target, so the
+    search lands on it or within one unit above, never short of it."""
+    for target in (0.3, 0.5, 0.7):
+        result = kl.lottery_search(
+            make_model(), fit_fn, rounds=2, target_sparsity=target,
+            prune_options={"granularity": "channel"}, verbose=0,
+        )
+        reached = 1 - result.rounds[-1].remaining
+        assert target <= reached < target + 16 / 240, (target, reached)
+        masks = kl.get_masks(result.ticket(2))
+        # Whole output units (columns of the kernel) are gone or kept.
+        for mask in masks.values():
+            assert set(mask.min(axis=0)) == set(mask.max(axis=0))
+
+
 def test_result_json_csv_round_trip(tmp_path):
     result = kl.lottery_search(make_model(), fit_fn, rounds=1, verbose=0)
     again = kl.SearchResult.from_json(result.to_json(tmp_path / "r.json"))
