@@ -156,16 +156,16 @@ def plot(results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from keras_lottery.results import percent_remaining_axis  # after the backend
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    plotted = []
     for data in results["searches"].values():
         xs = [100 * r["remaining"] for r in data["rounds"]]
         ys = [100 * r["test_accuracy"] for r in data["rounds"]]
         ax.plot(xs, ys, marker="o", markersize=3, label=data["label"])
-    ax.set_xscale("log")
-    ticks = [100, 50, 30, 20, 15, 10]
-    ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.minorticks_off()
-    ax.invert_xaxis()
+        plotted += xs
+    percent_remaining_axis(ax, plotted)
     ax.set_xlabel("% of weights remaining (log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"LeNet-300-100 / MNIST tickets, {results['epochs']} "
