@@ -177,9 +177,10 @@ def derive_rate(
     the rate) and the exact rounding of `prune`, which counts units of the
     granularity (weights, blocks, channels); solved by bisection for the
     smallest rate that reaches the target. Exact where a pool's units are
-    all the same size (layer scope, or weight and block granularity); a
-    global pool of channels of different sizes is counted at their mean
-    size, since which ones go depends on the weights.
+    all the same size (weights; layer-scope channels; blocks that tile the
+    kernel). Otherwise (edge blocks, a global pool of channels of different
+    sizes) units are counted at their mean size, since which ones go
+    depends on the weights, and the search can land a little off target.
     """
     entries = list(iter_weight_keys(require_wrappers(model)))
     options = dict(prune_options or {})
@@ -187,13 +188,13 @@ def derive_rate(
         options.get("granularity", "weight"),
         block_shape=options.get("block_shape"), norm=options.get("norm"),
     )
-    alive_units, alive_weights = {}, {}
+    alive_units, alive_weights, total = {}, {}, 0
     for key, wrapper, name in entries:
         mask = np.asarray(wrapper.get_mask(name))
         _, alive = units.reduce(mask, mask, key)
         alive_units[key] = int(np.count_nonzero(alive))
         alive_weights[key] = int(np.count_nonzero(mask))
-    total = sum(int(np.prod(w.get_mask(n).shape)) for _, w, n in entries)
+        total += mask.size
 
     def sparsity_after(rate):
         assignment, _ = _resolve_pools(
@@ -352,8 +353,9 @@ def lottery_search(
             records, round 0 being dense). `rounds=1` is one-shot pruning.
         target_sparsity: Stop once this fraction of weights is pruned. With
             `rounds` too, the rate is derived so that `rounds` rounds land
-            on the target (or just past it, by less than one unit of the
-            granularity: a block or a channel).
+            on the target (with blocks or channels: just past it, by less
+            than one unit, or, for a global pool of channels of different
+            sizes, possibly a little short).
         rate: Fraction of the remaining weights pruned per round.
         output_rate: Rate of the output layers; `rate / 2` when None.
         scope: `"layer"` or `"global"`, as in `prune`.
