@@ -58,4 +58,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_output
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_output deploy_output

@@ -18,7 +18,7 @@ from conftest import BACKEND, ROOT
 
 EXAMPLES = ROOT / "examples"
 SCRIPTS = ("lenet300_mnist.py", "conv_mnist_late_rewind.py",
-           "mnist1d_lottery.py", "lstm_sequential_mnist.py")
+           "mnist1d_lottery.py", "lstm_sequential_mnist.py", "deploy_tflite.py")
 
 only_jax = pytest.mark.skipif(
     BACKEND != "jax",
@@ -103,6 +103,36 @@ def test_lstm_quick(mnist_path):
     assert [r for r, _ in table_rows(out)] == [0, 1, 2]
     assert re.search(r"lstm/cell/recurrent_kernel\s+\(32, 128\).*%", out)
     assert re.search(r"lstm/cell/kernel\s+\(28, 128\)", out)
+
+
+@only_jax
+def test_deploy_tflite_quick(mnist_path, tmp_path):
+    """Block-pruned ticket -> verified block-sparse .tflite, timed beside dense."""
+    from keras_lottery.export import read_tflite_weights
+
+    pytest.importorskip("ai_edge_litert")
+    out = run_example("deploy_tflite.py", "--data", mnist_path,
+                      "--output", tmp_path, "--runs", 3)
+    assert [r for r, _ in table_rows(out)] == [0, 1, 2]
+    assert ("Block alignment of the Dense kernels: {'fc1': 'block', "
+            "'fc2': 'block', 'output': 'block'}") in out
+    assert out.count("block-sparse 1x4") == 3  # fc1, fc2, output in the report
+    assert "Verified: xnnpack max rel. error" in out
+    summary = json.loads((tmp_path / "deploy.json").read_text())
+    ticket, dense = summary["export"]["ticket"], summary["export"]["dense"]
+    assert ticket["sparse"] and not dense["sparse"]
+    assert ticket["file_bytes"] < 0.5 * dense["file_bytes"]
+    assert [lat["batch_size"] for lat in summary["latency"]["ticket"]] == [1, 32]
+    assert all(lat["builtin_ms"] > 0 for lat in summary["latency"]["ticket"])
+    assert re.search(r"^\s*ticket\s+1\s+\S+\s+\d+\.\d{4}\s+\d+\.\d\dx$", out,
+                     re.M)
+    # The file itself: every FullyConnected weight zero in whole 1x4 blocks.
+    weights = read_tflite_weights(tmp_path / "ticket_block4x1.tflite")
+    assert len(weights) == 3
+    for name, w in weights.items():  # TFLite layout [out, in]
+        nonzero = (w != 0).reshape(w.shape[0], -1, 4)
+        assert (nonzero.all(-1) | ~nonzero.any(-1)).all(), name
+        assert 0 < nonzero.mean() < 0.75, name
 
 
 @only_jax
