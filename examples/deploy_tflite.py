@@ -102,29 +102,23 @@ def search_block_ticket(data, *, rounds, target_sparsity, epochs, seed):
     )
 
 
-def _ms(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def latency_table(rows) -> str:
     """The side-by-side latency table, one line per file and batch size."""
-    header = ("Model", "Batch", "XNNPACK (default) ms", "Builtin ms",
-              "Fastest vs dense")
-    lines = []
-    dense_best = {}
-    for name, latencies in rows:
+    from keras_lottery.results import text_table
+
+    table, dense_best = [], {}
+    for name, latencies in rows:  # dense first
         for lat in latencies:
             best = min(t for t in (lat.xnnpack_ms, lat.builtin_ms) if t)
             if name == "dense":
                 dense_best[lat.batch_size] = best
-            ratio = dense_best[lat.batch_size] / best
-            lines.append((name, str(lat.batch_size), _ms(lat.xnnpack_ms),
-                          _ms(lat.builtin_ms), f"{ratio:.2f}x"))
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(5)]
-    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header),
-                      "  ".join("-" * w for w in widths),
-                      *(fmt.format(*r) for r in lines)])
+            table.append({
+                "model": name, "batch": lat.batch_size,
+                "XNNPACK (default) ms": lat.xnnpack_ms,
+                "builtin ms": lat.builtin_ms,
+                "fastest vs dense": f"{dense_best[lat.batch_size] / best:.2f}x",
+            })
+    return text_table(table)
 
 
 def main(argv=None) -> int:
