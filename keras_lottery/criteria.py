@@ -10,12 +10,21 @@ rate `r` loses `floor(r * n + 0.5)` of them (round half up), fewer only
 where `min_remaining` protects weights. Ties in score are broken by
 position: the weight that comes first (layer order, then row-major index)
 is pruned first.
+
+Collapse rule: `prune` warns (`UserWarning`) when it leaves a weight tensor
+it pruned with no weight at all (for a Dense or convolution kernel: every
+output unit has lost all its incoming weights, so the layer passes on
+nothing but its biases, which cuts every path through it), or with fewer
+than `COLLAPSE_FRACTION` (1%) of its weights while the rest of the model's
+prunable weights keep at least `COLLAPSE_RATIO` (10) times that fraction.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import keras
@@ -31,6 +40,11 @@ from keras_lottery.wrapper import PrunableWrapper
 
 SCOPES = ("layer", "global")
 CRITERIA = ("magnitude", "random")
+# A pruned tensor keeping under COLLAPSE_FRACTION of its weights, while the
+# rest of the model keeps COLLAPSE_RATIO times that fraction or more, has
+# collapsed (so has one keeping nothing); see `prune`.
+COLLAPSE_FRACTION = 0.01
+COLLAPSE_RATIO = 10.0
 
 Criterion = str | Callable[[np.ndarray, str], np.ndarray]
 
@@ -155,6 +169,73 @@ def _check_rate(value, what: str) -> float:
             f"must be in [0, 1). Received: {what}={value}"
         )
     return float(value)
+
+
+def _check_min_remaining(value) -> int | float:
+    """A count of units (int >= 0) or a fraction of each tensor's units."""
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, numbers.Integral):
+        if value >= 0:
+            return int(value)
+    elif isinstance(value, numbers.Real) and 0.0 <= float(value) < 1.0:
+        return float(value)  # NaN fails the comparison
+    raise ValueError(
+        "`min_remaining` is a count of units each weight tensor keeps (an "
+        "int >= 0) or a fraction of each tensor's units (a float in [0, 1), "
+        f"e.g. 0.05). Received: min_remaining={value!r}"
+    )
+
+
+def _keep_count(min_remaining: int | float, units: int) -> int:
+    """Units a tensor of `units` units keeps at least."""
+    if isinstance(min_remaining, int):
+        return min_remaining
+    # round() first: 0.07 * 100 is 7.000000000000001, which must give 7.
+    return math.ceil(round(min_remaining * units, 9))
+
+
+def _collapse_warning(
+    before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray]
+) -> str | None:
+    """The collapse warning for one prune step, or None (see the module).
+
+    One pass over the masks, NumPy only. Only tensors this step pruned
+    (fewer weights after than before) are named, so a tensor emptied by an
+    earlier step is not reported again by every later one.
+    """
+    counts = {key: int(np.count_nonzero(mask)) for key, mask in after.items()}
+    total = sum(mask.size for mask in after.values())
+    kept = sum(counts.values())
+    named = []
+    for key, mask in after.items():
+        n, size = counts[key], mask.size
+        if size == 0 or n >= int(np.count_nonzero(before[key])):
+            continue
+        if n == 0:
+            named.append(
+                f"'{key}' (0 of {size:,} left: this cuts every path through it)"
+            )
+            continue
+        rest = total - size
+        fraction = n / size
+        if (
+            rest
+            and fraction < COLLAPSE_FRACTION
+            and (kept - n) / rest >= COLLAPSE_RATIO * fraction
+        ):
+            named.append(f"'{key}' ({n:,} of {size:,} left)")
+    if not named:
+        return None
+    return (
+        f"prune left {len(named)} weight tensor(s) (almost) empty while the "
+        f"model keeps {100 * kept / total:.1f}% of its prunable weights: "
+        + ", ".join(named)
+        + ". A layer with (almost) no weights passes on (almost) nothing. "
+        "To keep more, pass min_remaining= as a count of units or as a "
+        "fraction of each tensor (e.g. min_remaining=0.05), or use "
+        "scope='layer' (or give these layers their own rate with rates=)."
+    )
 
 
 # ----------------------------------------------------------------- scoring
@@ -313,7 +394,7 @@ def prune(
     granularity: str | Granularity = "weight",
     block_shape: Sequence[int] | None = None,
     norm: str | None = None,
-    min_remaining: int = 1,
+    min_remaining: int | float = 1,
     seed: int | None = None,
     sparsity: float | None = None,
 ) -> PruneReport:
@@ -332,7 +413,15 @@ def prune(
        threshold; with `scope="global"` one threshold over all of them.
 
     A pruned weight is never revived, and every weight tensor keeps at least
-    `min_remaining` of its best-scored weights.
+    `min_remaining` of its best-scored units (weights, blocks, channels).
+
+    A step that leaves a tensor (almost) empty warns (`UserWarning`, one
+    per call, naming the tensors): a tensor this step pruned that keeps no
+    weight (for a Dense or convolution kernel, every output unit then has
+    lost all its incoming weights, which cuts every path through the
+    layer), or under 1% of its weights while the rest of the model keeps
+    at least 10 times that fraction. Global pruning can do this to layers
+    whose weights are small at initialization, such as depthwise kernels.
 
     Args:
         model: A model holding `PrunableWrapper` layers.
@@ -359,8 +448,11 @@ def prune(
         norm: For `"block"` and `"channel"`: `"l1"` (the default) or
             `"l2"`, the norm of a unit's scores that ranks it.
         min_remaining: Units (weights, blocks, channels) each weight tensor
-            keeps at least (so no layer is cut off, which global pruning
-            otherwise can do).
+            keeps at least, so that no layer is cut off (which global
+            pruning otherwise can do): a count (an int >= 0), or a fraction
+            of each tensor's units (a float in [0, 1)), which a tensor of
+            `n` units turns into `ceil(fraction * n)`. Pruning never
+            revives units, so a tensor already below it just loses none.
         seed: Seed of the `"random"` criterion.
         sparsity: Instead of a rate, prune every pool up to this fraction
             of zeros (in units), as tfmot's schedules do: the output layers
@@ -373,9 +465,14 @@ def prune(
 
     Raises:
         ValueError: For a rate outside [0, 1), an unknown scope, criterion
-            or granularity, NaN or infinite weights, a model without
+            or granularity, a `min_remaining` that is neither an int >= 0
+            nor a float in [0, 1), NaN or infinite weights, a model without
             wrapped layers, unknown layers in `rates`/`groups`, or a layer
             in two groups.
+
+    Warns:
+        UserWarning: When the step leaves a weight tensor (almost) empty,
+            as described above.
 
     Example:
 
@@ -403,13 +500,7 @@ def prune(
             f"fn(weight, name) -> scores. Received: criterion={criterion!r}"
         )
     units = get_granularity(granularity, block_shape=block_shape, norm=norm)
-    if isinstance(min_remaining, bool) or not isinstance(min_remaining, int) or (
-        min_remaining < 0
-    ):
-        raise ValueError(
-            "`min_remaining` is a count of weights, an int >= 0. "
-            f"Received: min_remaining={min_remaining!r}"
-        )
+    min_remaining = _check_min_remaining(min_remaining)
     entries = list(iter_weight_keys(require_wrappers(model)))
     assignment, _ = _resolve_pools(
         model, entries, rate, scope, output_rate, rates, groups,
@@ -436,7 +527,8 @@ def prune(
             # Pruned and protected units are never candidates: +inf scores
             # keep them out of the k lowest (k never exceeds the candidates).
             candidates = np.where(alive, unit_scores, np.inf)
-            candidates[_protected(unit_scores, alive, min_remaining)] = np.inf
+            keep = _keep_count(min_remaining, alive.size)
+            candidates[_protected(unit_scores, alive, keep)] = np.inf
             held = units.protect(scores[key], masks[key], key)
             if held is not None:
                 candidates[held] = np.inf
@@ -481,6 +573,9 @@ def prune(
                 threshold=thresholds[key],
             )
         )
+    message = _collapse_warning(masks, new_masks)
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=2)
     return PruneReport(
         tuple(rows),
         scope=scope,

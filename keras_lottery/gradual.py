@@ -244,9 +244,10 @@ def prune_to_sparsity(
     With `scope="layer"` every prunable weight tensor ends with
     `floor(sparsity * size + 0.5)` zeros in its mask (tfmot's behaviour);
     with `scope="global"` the count applies to all prunable weights
-    together, on one threshold (which can empty a small layer). A weight
-    already pruned is never revived: a tensor already sparser than the
-    target is left as it is. Ties in magnitude go to the earliest position.
+    together, on one threshold (which can empty a small layer; `prune`
+    then warns, naming it). A weight already pruned is never revived: a
+    tensor already sparser than the target is left as it is. Ties in
+    magnitude go to the earliest position.
 
     Args:
         model: A model holding `PrunableWrapper` layers.
