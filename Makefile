@@ -36,7 +36,7 @@ test: $(STAMP)
 	  start=$$(date +%s); \
 	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_WORKERS) --durations=10 $(PYTEST_ARGS) > .venv/test-$$backend.log 2>&1; \
 	  rc=$$?; tail -n 25 .venv/test-$$backend.log; \
-	  line=$$(grep -E "(passed|failed|error)" .venv/test-$$backend.log | tail -n 1); \
+	  line=$$(grep -E "[0-9]+ (passed|failed|errors?)(,| in )" .venv/test-$$backend.log | tail -n 1); \
 	  summary="$$summary\n$$backend: $$( [ $$rc -eq 0 ] && echo OK || echo FAILED ) ($$(( $$(date +%s) - start ))s) $$line"; \
 	  [ $$rc -eq 0 ] || status=1; \
 	done; \

@@ -22,6 +22,14 @@ def mnist_path() -> Path:
     )
 
 
+def describe_file(path: Path) -> str:
+    """A data file by name and checksum, never by a path of this machine."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return f"{Path(path).name} (sha256 {digest[:16]})"
+
+
 def load_flat_mnist(n: int, split: str = "train"):
     """The first `n` MNIST images as float32 (n, 784) in [0, 1], and labels.
 
@@ -35,7 +43,7 @@ def load_flat_mnist(n: int, split: str = "train"):
         with np.load(path) as d:
             x = d[f"x_{split}"][:n].reshape(-1, 784).astype("float32") / 255.0
             y = d[f"y_{split}"][:n].astype("int32")
-        return x, y, f"MNIST ({path})"
+        return x, y, f"MNIST, {describe_file(path)}"
     rng = np.random.default_rng(0)
     return (
         rng.random((n, 784), dtype="float32"),

@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "overhead.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -46,25 +48,12 @@ SPARSITIES = (0.0, 0.5)
 
 # --------------------------------------------------------------------- data
 def load_data(n: int):
-    """Returns `(x, y, source)`: MNIST if available, else random data."""
-    import numpy as np
+    """Returns `(x, y, source)`: MNIST images (n, 28, 28) if available."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import load_flat_mnist
 
-    path = Path(
-        os.environ.get(
-            "KERAS_LOTTERY_MNIST", ROOT.parent / "shared" / "data" / "mnist.npz"
-        )
-    )
-    if path.is_file():
-        with np.load(path) as data:
-            x = data["x_train"][:n].astype("float32") / 255.0
-            y = data["y_train"][:n].astype("int32")
-        source = f"mnist ({path})"
-    else:
-        rng = np.random.default_rng(0)
-        x = rng.random((n, 28, 28), dtype="float32")
-        y = rng.integers(0, 10, n).astype("int32")
-        source = "random (MNIST not found; timing only)"
-    return x, y, source
+    x, y, source = load_flat_mnist(n)
+    return x.reshape(-1, 28, 28), y, source
 
 
 # ------------------------------------------------------------------ timing
@@ -88,7 +77,7 @@ def _timer(callback_base):
     return StepTimer
 
 
-def fit_runner(model, x, y, callback_base, extra_callbacks=()):
+def fit_runner(model, x, y, callback_base, extra_callbacks=(), batch=BATCH):
     """Returns `run(steps) -> {"wall": [...], "cpu": [...]}` (seconds/step).
 
     Each call is one `model.fit` epoch of `steps` batches of `BATCH`; the
@@ -100,17 +89,22 @@ def fit_runner(model, x, y, callback_base, extra_callbacks=()):
     machine runs.
     """
     timer_cls = _timer(callback_base)
-    batches = len(x) // BATCH
+    batches = len(y) // batch
     state = {"offset": 0}
+
+    def take(data, start, steps):
+        if isinstance(data, dict):
+            return {k: take(v, start, steps) for k, v in data.items()}
+        return data[start * batch : (start + steps) * batch]
 
     def run(steps):
         start = state["offset"] % max(1, batches - steps)
         state["offset"] += steps
         timer = timer_cls()
         model.fit(
-            x[start * BATCH : (start + steps) * BATCH],
-            y[start * BATCH : (start + steps) * BATCH],
-            batch_size=BATCH,
+            take(x, start, steps),
+            take(y, start, steps),
+            batch_size=batch,
             epochs=1,
             shuffle=False,
             verbose=0,
@@ -240,6 +234,65 @@ def convnet(keras):
     )
 
 
+def resnet50(keras):
+    return keras.applications.ResNet50(
+        weights=None, input_shape=(64, 64, 3), classes=10,
+        classifier_activation=None,
+    )
+
+
+def bert_tiny(keras):
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=1000, num_layers=2, num_heads=4, hidden_dim=64,
+        intermediate_dim=128, max_sequence_length=32,
+    )
+    return keras_hub.models.BertTextClassifier(
+        backbone, num_classes=10, preprocessor=None, name="bert_tiny"
+    )
+
+
+def _inputs(build, x, n, batch):
+    """Training inputs for `build`, `n` batches of `batch`."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if build is lenet:
+        return x.reshape(-1, 784)
+    if build is convnet:
+        return x[..., None]
+    if build is resnet50:
+        return rng.random((n * batch, 64, 64, 3), dtype="float32")
+    tokens = rng.integers(0, 1000, (n * batch, 32)).astype("int32")
+    return {"token_ids": tokens, "segment_ids": np.zeros_like(tokens),
+            "padding_mask": np.ones_like(tokens)}
+
+
+def memory_per_weight(kl, model) -> dict:
+    """Bytes of keras-lottery state per prunable weight, by kind."""
+    masks = rewind = others = count = 0
+    for wrapper in kl.model.wrappers(model).values():
+        for name in wrapper.weight_names:
+            mask = wrapper.mask_variable(name)
+            size = int(np.prod(mask.shape))
+            count += size
+            masks += size * _itemsize(mask)
+            rewind += size * _itemsize(wrapper.initial_variable(name))
+        others += sum(int(np.prod(v.shape)) * _itemsize(v)
+                      for v in wrapper._other_initials)
+    return {"prunable_weights": count,
+            "mask_bytes_per_weight": masks / count,
+            "rewind_point_bytes_per_weight": rewind / count,
+            "other_rewind_bytes": others}
+
+
+def _itemsize(variable) -> int:
+    import numpy as np
+
+    return np.dtype(variable.dtype).itemsize
+
+
 def run_keras3(repeats: int, block: int, threads: int) -> dict:
     """Plain vs wrapped on the current KERAS_BACKEND, in this process."""
     if os.environ.get("KERAS_BACKEND") == "torch":
@@ -258,10 +311,20 @@ def run_keras3(repeats: int, block: int, threads: int) -> dict:
         "data": source,
         "models": {},
     }
-    models = ((lenet, x.reshape(-1, 784)), (convnet, x[..., None]))
-    for (build, inputs), sparsity in itertools.product(models, SPARSITIES):
+    # (builder, batch, blocks, steps per block): the large models get fewer,
+    # shorter blocks (a ResNet50 step is ~100x a LeNet step).
+    models = ((lenet, BATCH, repeats, block), (convnet, BATCH, repeats, block),
+              (resnet50, 8, max(3, repeats // 3), max(2, block // 4)),
+              (bert_tiny, 8, max(3, repeats // 3), max(2, block // 4)))
+    for (build, batch, n_repeats, n_block), sparsity in itertools.product(
+        models, SPARSITIES
+    ):
+        inputs = _inputs(build, x, 100, batch)
+        targets = y[: len(keras.tree.flatten(inputs)[0])]
+        keras.utils.set_random_seed(0)
         plain = build(keras)
-        wrapped = kl.wrap(plain)
+        keras.utils.set_random_seed(0)
+        wrapped = kl.wrap(build(keras))  # in place for KerasHub: build twice
         # 0%: the wrapper's own cost (all-ones masks). 50%: half of every
         # kernel pruned, as in a search, where exact-zero gradients also
         # leave zeros in the optimizer's slots.
@@ -275,15 +338,21 @@ def run_keras3(repeats: int, block: int, threads: int) -> dict:
                 optimizer=keras.optimizers.Adam(1e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             )
+        base = keras.callbacks.Callback
         runners = {
-            "plain": fit_runner(plain, inputs, y, keras.callbacks.Callback),
-            "wrapped": fit_runner(wrapped, inputs, y, keras.callbacks.Callback),
+            "plain": fit_runner(plain, inputs, targets, base, batch=batch),
+            "wrapped": fit_runner(wrapped, inputs, targets, base, batch=batch),
         }
         for run in runners.values():  # warm-up: compile / trace
-            run(block)
-        res = interleaved(runners, repeats=repeats, block=block)
+            run(n_block)
+        res = interleaved(runners, repeats=n_repeats, block=n_block)
         key = f"{plain.name}, {sparsity:.0%} pruned"
-        out["models"][key] = _summary(res, "plain", "wrapped")
+        out["models"][key] = {**_summary(res, "plain", "wrapped"),
+                              "batch": batch, "repeats": n_repeats,
+                              "block": n_block,
+                              "memory": memory_per_weight(kl, wrapped)}
+        print(f"[overhead] {key}: {_line(out['models'][key])}", file=sys.stderr,
+              flush=True)
     return out
 
 
@@ -367,27 +436,29 @@ def markdown(results: dict) -> str:
         START,
         "## Wrapper overhead",
         "",
-        "Median training-step time (`model.fit`, batch 60, Adam) of the wrapped",
-        "model over the plain one, with all-ones masks (the wrapper's own cost)",
-        "and with half of every kernel pruned. Both models train side by side",
-        f"in one process, in alternating blocks of {results['block']} steps (one",
-        f"short `fit` epoch each), {results['repeats']} blocks per model, the",
-        "order reversed every other block. Ratio: the median over blocks of",
-        "wrapped/plain, with its interquartile range. CPU time is the",
-        "process's, all threads: the work a step costs, which other jobs on a",
-        "shared machine change less than wall time, what a user waits. tfmot",
-        "is `prune_low_magnitude` on tf_keras (Keras 2) with its",
-        "`UpdatePruningStep` callback. Measured, not asserted; all numbers,",
-        "per block, are in `benchmarks/results/overhead.json`.",
+        "Median training-step time (`model.fit`, Adam) of the wrapped model",
+        "over the plain one, with all-ones masks (the wrapper's own cost) and",
+        "with half of every kernel pruned: LeNet-300-100 and a small ConvNet",
+        "at batch 60, ResNet50 (64x64 inputs) and a tiny KerasHub BERT",
+        "classifier (2 layers, hidden 64, 32 tokens) at batch 8. Both models",
+        "train side by side in one process, in alternating blocks of steps",
+        f"({results['block']} steps, {results['repeats']} blocks per model for",
+        "the small models; a quarter of the steps and a third of the blocks",
+        "for the large ones), the order reversed every other block. Ratio:",
+        "the median over blocks of wrapped/plain, with its interquartile",
+        "range. CPU time is the process's, all threads: the work a step",
+        "costs, which other jobs on a shared machine change less than wall",
+        "time, what a user waits. tfmot is `prune_low_magnitude` on tf_keras",
+        "(Keras 2) with its `UpdatePruningStep` callback. Measured, not",
+        "asserted; all numbers, per block, are in",
+        "`benchmarks/results/overhead.json`.",
         "",
-        "What costs: the wrapper multiplies every kernel by its mask in the",
-        "forward pass and every kernel gradient by it in the backward pass, two",
-        "elementwise passes over each kernel per step; they weigh most where",
-        "kernels are large next to the batch (LeNet's 784x300 at batch 60).",
-        "On PyTorch CPU a second effect shows once weights are pruned: Adam's",
-        "`sqrt` over the exact zeros that pruned weights leave in its",
-        "second-moment slot runs several times slower than over non-zeros",
-        "(torch 2.13 on this CPU), which any exact-zero-gradient pruning pays.",
+        "What costs: nothing in the forward or backward pass (pruned weights",
+        "are held at 0.0 in the variables). After each optimizer update, a",
+        "weight constraint sets the pruned entries back to zero: one",
+        "elementwise pass over each kernel per step, beside the optimizer's",
+        "own several. Memory: a boolean mask (1 byte per prunable weight)",
+        "and the float32 rewind point (4 bytes), columns on the right.",
         "",
         f"Command: `{results['command']}`",
         "",
@@ -395,8 +466,8 @@ def markdown(results: dict) -> str:
         f" per framework. Data: {results['data']}.",
         "",
         "| Backend | Model | Plain CPU ms/step | Wrapped CPU ms/step "
-        "| Ratio, CPU | Ratio, wall |",
-        "|---|---|---:|---:|---:|---:|",
+        "| Ratio, CPU | Ratio, wall | Mask / rewind point, bytes per weight |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for run in results["runs"]:
         label = run["backend"]
@@ -404,9 +475,14 @@ def markdown(results: dict) -> str:
             label = f"tfmot {run['tfmot']} (tf_keras)"
         for name, m in run["models"].items():
             cpu, wall = m["cpu"], m["wall"]
+            memory = m.get("memory")
+            memory = (f"{memory['mask_bytes_per_weight']:g} / "
+                      f"{memory['rewind_point_bytes_per_weight']:g}"
+                      if memory else "-")
             lines.append(
                 f"| {label} | {name} | {cpu['plain_ms']:.3f} | "
-                f"{cpu['wrapped_ms']:.3f} | {_ratio(cpu)} | {_ratio(wall)} |"
+                f"{cpu['wrapped_ms']:.3f} | {_ratio(cpu)} | {_ratio(wall)} "
+                f"| {memory} |"
             )
     lines += ["", END]
     return "\n".join(lines)

@@ -35,7 +35,15 @@ from keras_lottery.granularity import (
     NMReport,
     check_n_m,
 )
-from keras_lottery.model import PruningSummary, WeightSummary, strip, summary, wrap
+from keras_lottery.model import (
+    PruningSummary,
+    WeightSummary,
+    coverage,
+    load_model,
+    strip,
+    summary,
+    wrap,
+)
 from keras_lottery.registry import prunable_weights, register_prunable
 from keras_lottery.results import RoundRecord, SearchResult
 from keras_lottery.rewind import (
@@ -91,10 +99,12 @@ __all__ = [
     "check_n_m",
     "check_xnnpack_sparse",
     "checkpoint",
+    "coverage",
     "export_tflite",
     "from_tfmot",
     "get_masks",
     "inspect_tflite",
+    "load_model",
     "lottery_search",
     "merge_results",
     "prunable_weights",

@@ -658,7 +658,31 @@ def _check_model(model) -> keras.Model:
     check_model(model)
     if wrappers(model):
         model = strip(model)
-    return model
+    return _with_inputs(model)
+
+
+def _with_inputs(model) -> keras.Model:
+    """A subclassed model, as a functional one with symbolic inputs.
+
+    The conversion and the checks read `model.inputs`, which a subclassed
+    model does not have; its input shape comes from its build config.
+    """
+    try:
+        if model.inputs:
+            return model
+    except (AttributeError, ValueError):
+        pass
+    shape = (model.get_build_config() or {}).get("input_shape")
+    if not isinstance(shape, (list, tuple)) or not shape or isinstance(
+            shape[0], (list, tuple, dict)):
+        raise ValueError(
+            f"Model '{model.name}' ({type(model).__name__}) has no symbolic "
+            "inputs and no single input shape to give it one. Export "
+            "keras.Model(inputs, model(inputs)) built on keras.Input(...) "
+            "instead."
+        )
+    inputs = keras.Input(tuple(shape[1:]), batch_size=None)
+    return keras.Model(inputs, model(inputs), name=model.name)
 
 
 def _input_specs(model) -> list[tuple[tuple, str]]:

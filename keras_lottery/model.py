@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
 
-from keras_lottery import registry
-from keras_lottery.wrapper import PrunableWrapper
+from keras_lottery import _masking, registry
+from keras_lottery.wrapper import PrunableWrapper, attached_wrapper
 
 try:  # Keras keeps its Functional class private; fall back gracefully.
     from keras.src.models.functional import Functional as _Functional
@@ -20,9 +21,28 @@ LayerSelector = str | type
 
 
 def _is_graph_model(model) -> bool:
+    """A Sequential or functional model (its graph of layers can be read)."""
     if isinstance(model, keras.Sequential):
         return True
     return _Functional is not None and isinstance(model, _Functional)
+
+
+def _is_rebuildable(model) -> bool:
+    """Whether `keras.models.clone_model` can rebuild this model's graph.
+
+    True for plain Sequential and functional models whose nested models are
+    plain too; False for subclassed models and functional subclasses with a
+    constructor of their own (every KerasHub model).
+    """
+    if type(model) is not keras.Sequential and (
+        _Functional is None or type(model) is not _Functional
+    ):
+        return False
+    return all(
+        _is_rebuildable(layer)
+        for _, layer in walk(model)
+        if isinstance(layer, keras.Model)
+    )
 
 
 def check_model(model, *, what: str = "model") -> keras.Model:
@@ -43,26 +63,60 @@ def check_model(model, *, what: str = "model") -> keras.Model:
     return model
 
 
+# ------------------------------------------------------------ the walker
+def _children(layer) -> list:
+    """The layers tracked directly by `layer` (sub-layers, nested models)."""
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:  # an operation node, not a layer
+        return []
+    return list(flatten(include_self=False, recursive=False))
+
+
+def walk(
+    model: keras.layers.Layer,
+) -> Iterator[tuple[str, keras.layers.Layer]]:
+    """Yields `(key, layer)` for every layer inside `model`, depth first.
+
+    The one model walker of keras_lottery: it sees the layers of
+    Sequential, functional and subclassed models, nested models, and the
+    sub-layers of composite layers (a KerasHub `TransformerEncoder`'s
+    attention and feed-forward layers). The key is the layer's name,
+    prefixed by the names of the layers that contain it (`"encoder/dense"`).
+    A `PrunableWrapper` is yielded under its wrapped layer's name and not
+    entered; a layer shared by several parents is yielded once.
+    """
+    seen: set[int] = set()
+
+    def visit(layer, prefix):
+        for child in _children(layer):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            if isinstance(child, PrunableWrapper):
+                seen.add(id(child.layer))
+                yield prefix + child.layer.name, child
+                continue
+            yield prefix + child.name, child
+            yield from visit(child, f"{prefix}{child.name}/")
+
+    yield from visit(model, "")
+
+
 # ------------------------------------------------------------------ lookup
 def iter_wrappers(model: keras.Model) -> Iterator[tuple[str, PrunableWrapper]]:
     """Yields `(key, wrapper)` for every `PrunableWrapper` in the model.
 
-    The key is the wrapped layer's name, prefixed by the names of the
-    nested models that contain it (`"encoder/dense"`), so keys are unique.
+    Wrappers in the layer graph and wrappers attached in place alike. The
+    key is the wrapped layer's name, prefixed by the names of the nested
+    models and composite layers that contain it (`"encoder/dense"`).
     """
-
-    def visit(layer, prefix):
-        for child in getattr(layer, "layers", []):
-            if isinstance(child, PrunableWrapper):
-                yield prefix + child.layer.name, child
-            elif isinstance(child, keras.Model):
-                yield from visit(child, f"{prefix}{child.name}/")
-
-    seen = set()
-    for key, wrapper in visit(model, ""):
-        if id(wrapper) not in seen:  # a layer shared twice is one layer
-            seen.add(id(wrapper))
-            yield key, wrapper
+    for key, layer in walk(model):
+        if isinstance(layer, PrunableWrapper):
+            yield key, layer
+        else:
+            attached = attached_wrapper(layer)
+            if attached is not None:
+                yield key, attached
 
 
 def wrappers(model: keras.Model) -> dict[str, PrunableWrapper]:
@@ -86,36 +140,58 @@ def require_wrappers(model: keras.Model) -> dict[str, PrunableWrapper]:
 def output_layer_keys(model: keras.Model) -> list[str]:
     """Keys of the wrappers whose outputs are outputs of the model.
 
-    Found from the model's graph: for Sequential and functional models the
-    layers that produce `model.outputs`, looking through layers without
-    weights (activations, reshapes) and into nested models.
+    Found from the model's graph where it has one (Sequential, functional,
+    KerasHub models): the layers that produce `model.outputs`, looking
+    through layers and operations without weights (activations, reshapes,
+    `x + y`) and into nested models. A subclassed model has no graph to
+    read: its output layer is taken to be the wrapped layer whose weights
+    it creates last, as `Dense` heads are.
     """
     keys = {id(w): k for k, w in iter_wrappers(model)}
+    inner = {id(w.layer): id(w) for w in wrappers(model).values()}
     found: list[str] = []
 
-    def producers(tensor, owner):
+    def producers(tensor):
         history = getattr(tensor, "_keras_history", None)
         if history is None:
             return
         layer = history.operation
-        if isinstance(layer, PrunableWrapper):
-            if id(layer) in keys and keys[id(layer)] not in found:
-                found.append(keys[id(layer)])
+        key = keys.get(inner.get(id(layer), id(layer)))
+        if key is not None:
+            if key not in found:
+                found.append(key)
             return
         if isinstance(layer, keras.Model) and _is_graph_model(layer):
             for out in layer.outputs:
-                producers(out, layer)
+                producers(out)
             return
-        if layer.weights:  # a layer with weights that is not prunable
+        if getattr(layer, "weights", None):  # has weights, not prunable
             return
         node = layer._inbound_nodes[history.node_index]
         for inp in node.input_tensors:
-            producers(inp, owner)
+            producers(inp)
 
     if _is_graph_model(model):
         for out in model.outputs:
-            producers(out, model)
-    return found
+            producers(out)
+        return found
+    order = {id(v): i for i, v in enumerate(model.weights)}
+    last = max(
+        keys.items(),
+        key=lambda item: max(
+            (order.get(id(v), -1) for v in _by_id(item[0], model).layer.weights),
+            default=-1,
+        ),
+        default=None,
+    )
+    return [] if last is None else [last[1]]
+
+
+def _by_id(wrapper_id: int, model) -> PrunableWrapper:
+    for wrapper in wrappers(model).values():
+        if id(wrapper) == wrapper_id:
+            return wrapper
+    raise KeyError(wrapper_id)  # pragma: no cover - ids come from the model
 
 
 # ------------------------------------------------------------- clone logic
@@ -135,24 +211,13 @@ def _clone(model, transform: Callable[[keras.layers.Layer], object]):
     """Clones a Sequential/functional model, `transform` picking each layer.
 
     `transform(layer)` returns the new layer, or None to copy it as is.
+    Operation nodes (`x + y`, `x[..., 0]`) hold no state and are reused.
     """
-    if not _is_graph_model(model):
-        raise TypeError(
-            "keras_lottery works on Sequential and functional models. "
-            f"Model '{model.name}' is a subclassed {type(model).__name__}, "
-            "whose layer graph cannot be rebuilt. Use "
-            "keras_lottery.PrunableWrapper(layer) inside the model's "
-            "__init__ instead; prune, rewind, summary and the search work on "
-            "such a model as they are."
-        )
+
     def clone_function(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            return layer  # an operation node
         if isinstance(layer, keras.Model):
-            if not _is_graph_model(layer):
-                raise TypeError(
-                    f"Nested model '{layer.name}' is a subclassed "
-                    f"{type(layer).__name__}, which cannot be rebuilt. Use "
-                    "PrunableWrapper inside its __init__ instead."
-                )
             return _clone(layer, transform)
         result = transform(layer)
         if result is None:
@@ -165,19 +230,99 @@ def _clone(model, transform: Callable[[keras.layers.Layer], object]):
     return clone
 
 
+def _fresh_copy(model) -> keras.Model:
+    """A new model of the same class and config, with the same weights.
+
+    For models whose graph cannot be rebuilt layer by layer: the model is
+    recreated from its config (as `.keras` loading does), then given the
+    weights. Wrappers attached in place are not part of the config, so the
+    copy has none.
+    """
+    try:
+        config = keras.saving.serialize_keras_object(model)
+        config.pop("compile_config", None)
+        # The class itself is at hand: no registration needed to copy.
+        names = {config.get("registered_name"), config.get("class_name")}
+        copy = keras.saving.deserialize_keras_object(
+            config, custom_objects={n: type(model) for n in names if n}
+        )
+    except Exception as error:  # rethrown with the fix below
+        raise TypeError(
+            f"Could not copy model '{model.name}' ({type(model).__name__}) "
+            f"from its config: {type(error).__name__}: {error}. A subclassed "
+            "model needs get_config() and a registered class "
+            "(@keras.saving.register_keras_serializable()) to be copied, "
+            "stripped or saved."
+        ) from error
+    if not copy.built and model.built:
+        copy.build_from_config(model.get_build_config())
+    if len(copy.weights) != len(model.weights):
+        raise TypeError(
+            f"Model '{model.name}' ({type(model).__name__}) recreated from "
+            f"its config has {len(copy.weights)} weights, not "
+            f"{len(model.weights)}. If it holds PrunableWrapper layers built "
+            "in its __init__, build it without them and call "
+            "keras_lottery.wrap(model) instead."
+        )
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _copy_attached(source, target) -> None:
+    """Attaches to `target` the wrappers attached in place in `source`.
+
+    Both models have the same architecture (one is a copy of the other);
+    masks and rewind points are copied.
+    """
+    layers = dict(walk(target))
+    for key, wrapper in iter_wrappers(source):
+        if wrapper is not attached_wrapper(wrapper.layer):
+            continue  # a wrapper in the graph: the copy has its own
+        copy = PrunableWrapper.attach(layers[key])
+        for variable, value in zip(
+            copy._state_variables(), wrapper._state_variables()
+        ):
+            variable.assign(_numpy(value))
+        for variable in copy._weights.values():
+            _masking.reapply(variable)
+
+
+def _numpy(variable) -> np.ndarray:
+    return np.array(keras.ops.convert_to_numpy(variable), copy=True)
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """A copy of a wrapped model: layers, weights, masks, rewind points.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> from keras_lottery.model import copy_model
+    >>> model = kl.wrap(keras.Sequential([keras.Input((3,)),
+    ...                                   keras.layers.Dense(2)]))
+    >>> copy_model(model).layers[0].weight_names
+    ['kernel']
+    """
+    check_model(model)
+    if _is_rebuildable(model):
+        copy = _clone(model, lambda layer: None)
+    else:
+        copy = _fresh_copy(model)
+    _copy_attached(model, copy)
+    return copy
+
+
 def _names_in(model) -> dict[str, keras.layers.Layer]:
     found = {}
-
-    def visit(layer):
-        for child in getattr(layer, "layers", []):
-            found.setdefault(child.name, child)
-            if isinstance(child, PrunableWrapper):
-                found.setdefault(child.layer.name, child.layer)
-            if isinstance(child, keras.Model):
-                visit(child)
-
-    visit(model)
-    return found
+    for key, layer in walk(model):
+        found.setdefault(key, layer)
+        found.setdefault(key.rsplit("/", 1)[-1], layer)
+        if isinstance(layer, PrunableWrapper):
+            found.setdefault(layer.name, layer)
+    return {
+        name: (layer.layer if isinstance(layer, PrunableWrapper) else layer)
+        for name, layer in found.items()
+    }
 
 
 def _check_selectors(model, selectors, argument) -> tuple[list, list]:
@@ -205,8 +350,140 @@ def _check_selectors(model, selectors, argument) -> tuple[list, list]:
     return names, types
 
 
-def _matches(layer, names, types) -> bool:
-    return layer.name in names or isinstance(layer, tuple(types))
+def _matches(layer, key, names, types) -> bool:
+    return (
+        layer.name in names
+        or key in names
+        or f"prunable_{layer.name}" in names
+        or isinstance(layer, tuple(types))
+    )
+
+
+def _check_include(model, include, names, types) -> None:
+    available = _names_in(model)
+    for name in names:
+        layer = available[name]
+        if not registry.is_prunable_type(layer) and not _has_prunable_inside(
+            layer
+        ):
+            raise ValueError(
+                f"`include` names layer '{name}' of type "
+                f"{type(layer).__name__}, which has no prunable weights. "
+                "Remove it from `include`, or declare its weights with "
+                "keras_lottery.register_prunable."
+            )
+    for cls in types:
+        if not registry.is_prunable_class(cls) and not issubclass(
+            cls, PrunableWrapper
+        ):
+            raise ValueError(
+                f"`include` names layer class {cls.__name__}, which has no "
+                "prunable weights. Remove it from `include`, or declare its "
+                "weights with keras_lottery.register_prunable. "
+                f"Received: include={include!r}"
+            )
+        layers = available.values()
+        if not any(isinstance(layer, cls) for layer in layers):
+            present = sorted({type(layer).__name__ for layer in layers})
+            raise ValueError(
+                f"`include` names layer class {cls.__name__}, but model "
+                f"'{model.name}' has no layer of that class, so nothing would "
+                f"be wrapped. Layer classes in the model: {present}."
+            )
+
+
+def _has_prunable_inside(layer) -> bool:
+    return any(registry.is_prunable_type(child) for _, child in walk(layer))
+
+
+class _Selection:
+    """Which layers `wrap` wraps: prunable, included, not excluded."""
+
+    def __init__(self, include, exclude):
+        self.include_names, self.include_types = include
+        self.exclude_names, self.exclude_types = exclude
+        self.selective = bool(self.include_names or self.include_types)
+
+    def excluded(self, layer, key) -> bool:
+        return _matches(layer, key, self.exclude_names, self.exclude_types)
+
+    def wants(self, layer, key, inside_included=False) -> bool:
+        """Whether to wrap `layer` (a layer with prunable weights)."""
+        if not registry.is_prunable_type(layer):
+            return False
+        if layer.built and not registry.prunable_weights(layer):
+            return False
+        if self.excluded(layer, key):
+            return False
+        if not self.selective or inside_included:
+            return True
+        return _matches(layer, key, self.include_names, self.include_types)
+
+
+def _attach_all(model, selection: _Selection) -> None:
+    """Attaches a wrapper in place to every selected layer inside `model`.
+
+    Layers already wrapped (in the graph or attached) are left as they are;
+    excluded layers and their sub-layers are left alone. A composite layer
+    named in `include` has all the prunable layers inside it wrapped.
+    """
+
+    def visit(layer, prefix, included):
+        for child in _children(layer):
+            key = prefix + child.name
+            if isinstance(child, PrunableWrapper) or attached_wrapper(child):
+                continue
+            if registry.is_prunable_type(child):
+                if selection.wants(child, key, included):
+                    PrunableWrapper.attach(child)
+                continue
+            if selection.excluded(child, key):
+                continue
+            inside = included or (
+                selection.selective
+                and _matches(child, key, selection.include_names, ())
+            )
+            visit(child, f"{key}/", inside)
+
+    visit(model, "", False)
+
+
+def coverage(model: keras.Model) -> tuple[int, int, list[str]]:
+    """How much of a model's kernels and matrices its wrappers cover.
+
+    Returns:
+        `(covered, total, unreached)`: the number of entries of trainable
+        weights with two or more dimensions longer than 1 (kernels,
+        embedding tables, matrices; not biases, even the 2-D ones of
+        attention layers, nor a ViT's class token) that a
+        `PrunableWrapper` masks, the number of all such entries, and the
+        paths of the weights no wrapper masks.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([keras.Input((3,)),
+    ...     keras.layers.Dense(4, name="a"), keras.layers.Dense(2, name="b")]),
+    ...     exclude=["b"])
+    >>> covered, total, unreached = kl.coverage(model)
+    >>> covered, total, [path.split("/")[0] for path in unreached]
+    (12, 20, ['b'])
+    """
+    masked = {
+        id(v) for w in wrappers(model).values() for v in w._weights.values()
+    }
+    covered = total = 0
+    unreached = []
+    for variable in model.trainable_weights:
+        if sum(int(d) > 1 for d in variable.shape) < 2 or "bias" in variable.name:
+            continue
+        size = int(np.prod(variable.shape))
+        total += size
+        if id(variable) in masked:
+            covered += size
+        else:
+            unreached.append(variable.path)
+    return covered, total, unreached
 
 
 def wrap(
@@ -214,31 +491,52 @@ def wrap(
     include: Sequence[LayerSelector] | LayerSelector | None = None,
     exclude: Sequence[LayerSelector] | LayerSelector | None = None,
 ) -> keras.Model:
-    """Returns a copy of `model` whose prunable layers are `PrunableWrapper`s.
+    """Makes every prunable weight of a model maskable and rewindable.
 
-    The copy has the same weights and the same outputs as the original,
-    which stays usable and unchanged. Every layer with prunable weights
-    (see `keras_lottery.prunable_weights`) is wrapped, in nested models
-    too, unless `include` narrows or `exclude` removes it. A layer that is
-    already wrapped is kept as it is (with its masks and rewind point).
-    The wrappers capture the current weights as the rewind point theta_0,
-    and the model remembers the values of its other trainable weights for
-    `keras_lottery.rewind(model, to="init")`.
+    Every layer with prunable weights (see `keras_lottery.prunable_weights`)
+    gets a `PrunableWrapper`, wherever it sits: at the top level, in nested
+    models, and inside composite layers (a KerasHub transformer block's
+    attention and feed-forward layers), unless `include` narrows or
+    `exclude` removes it. The wrappers capture the current weights as the
+    rewind point theta_0, and the model remembers the values of its other
+    trainable weights for `keras_lottery.rewind(model, to="init")`.
+
+    How the model changes depends on its kind:
+
+    - A plain Sequential or functional model (operation nodes such as
+      `x + y` included) is rebuilt: the result is a new model whose
+      prunable layers are `PrunableWrapper`s in the graph; the original
+      stays usable and unchanged. Composite layers in it are copied and
+      wrapped inside.
+    - Any other model (a subclassed `keras.Model`, a KerasHub backbone or
+      task model, a functional model nesting one) is changed **in place**,
+      the way `Model.quantize()` does: the wrappers are attached to its
+      layers, the model keeps calling them, and the same object is
+      returned. Save it with `model.save(...)` and load it with
+      `keras_lottery.load_model(...)`.
+
+    Either way the masking itself is the same (pruned weights held at 0.0
+    in their variables; see `PrunableWrapper`), and `prune`, `rewind`,
+    `summary`, `strip`, the searches and `export_tflite` work alike.
+    A kernel or matrix that no wrapper reaches (a custom layer's weight not
+    declared with `register_prunable`) is named in a warning.
 
     Compile the returned model before training it.
 
     Args:
-        model: A built Sequential or functional `keras.Model`.
-        include: Layer names or layer classes to wrap; all prunable layers
-            when None.
+        model: A built `keras.Model` of any kind.
+        include: Layer names or layer classes to wrap (a class selects its
+            subclasses; a composite layer's name selects the layers inside
+            it); all prunable layers when None.
         exclude: Layer names or layer classes never to wrap.
 
     Returns:
-        A new `keras.Model` of the same kind.
+        The wrapped model: a new one for plain Sequential and functional
+        models, `model` itself otherwise.
 
     Raises:
-        TypeError: If `model` is not a Keras model, is subclassed, or a
-            selector is neither a name nor a layer class.
+        TypeError: If `model` is not a Keras model, or a selector is
+            neither a name nor a layer class.
         ValueError: If `model` is not built, a name or a class in `include`
             matches no layer, or a layer named in `include` has no
             prunable weights.
@@ -253,73 +551,63 @@ def wrap(
     ['Dense', 'PrunableWrapper']
     """
     check_model(model)
-    include_names, include_types = _check_selectors(model, include, "include")
-    exclude_names, exclude_types = _check_selectors(model, exclude, "exclude")
-    for name in include_names:
-        layer = _names_in(model)[name]
-        if not registry.is_prunable_type(layer) and not isinstance(
-            layer, (PrunableWrapper, keras.Model)
-        ):
-            raise ValueError(
-                f"`include` names layer '{name}' of type "
-                f"{type(layer).__name__}, which has no prunable weights. "
-                "Remove it from `include`, or declare its weights with "
-                "keras_lottery.register_prunable."
-            )
-    for cls in include_types:
-        if not registry.is_prunable_class(cls) and not issubclass(
-            cls, PrunableWrapper
-        ):
-            raise ValueError(
-                f"`include` names layer class {cls.__name__}, which has no "
-                "prunable weights. Remove it from `include`, or declare its "
-                "weights with keras_lottery.register_prunable. "
-                f"Received: include={include!r}"
-            )
-        layers = _names_in(model).values()
-        if not any(isinstance(layer, cls) for layer in layers):
-            present = sorted({type(layer).__name__ for layer in layers})
-            raise ValueError(
-                f"`include` names layer class {cls.__name__}, but model "
-                f"'{model.name}' has no layer of that class, so nothing would "
-                f"be wrapped. Layer classes in the model: {present}."
-            )
-    selective = bool(include_names or include_types)
+    selection = _Selection(
+        _check_selectors(model, include, "include"),
+        _check_selectors(model, exclude, "exclude"),
+    )
+    _check_include(model, include, selection.include_names,
+                   selection.include_types)
+    if _is_rebuildable(model):
 
-    def transform(layer):
-        if isinstance(layer, PrunableWrapper):
-            return None  # copied with its masks and rewind point
-        if not registry.is_prunable_type(layer):
-            return None
-        if not registry.prunable_weights(layer) and layer.built:
-            return None
-        if selective and not _matches(layer, include_names, include_types):
-            return None
-        if _matches(layer, exclude_names, exclude_types):
-            return None
-        return PrunableWrapper(_clone_layer_with_weights(layer))
+        def transform(layer):
+            if isinstance(layer, PrunableWrapper):
+                return None  # copied with its masks and rewind point
+            if not selection.wants(layer, layer.name):
+                return None
+            return PrunableWrapper(_clone_layer_with_weights(layer))
 
-    wrapped = _clone(model, transform)
+        wrapped = _clone(model, transform)
+        _copy_attached(model, wrapped)
+    else:
+        wrapped = model
+    _attach_all(wrapped, selection)
+    _warn_unreached(wrapped, selection)
     from keras_lottery.rewind import capture_init  # rewind imports this module
 
     capture_init(wrapped, wrappers_too=False)
     return wrapped
 
 
+def _warn_unreached(model, selection: _Selection) -> None:
+    if selection.selective or selection.exclude_names or selection.exclude_types:
+        return  # the user chose what to wrap
+    _, _, unreached = coverage(model)
+    if unreached:
+        shown = ", ".join(unreached[:6]) + (" ..." if len(unreached) > 6 else "")
+        warnings.warn(
+            f"keras_lottery.wrap could not reach {len(unreached)} kernel or "
+            f"matrix weights of model '{model.name}' ({shown}): their layers "
+            "declare no prunable weights, so they will not be pruned. "
+            "Declare them with keras_lottery.register_prunable(cls, "
+            "['attribute']) to prune them too; keras_lottery.coverage(model) "
+            "reports what is covered.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def strip(model: keras.Model) -> keras.Model:
     """Returns a plain Keras model with every wrapper removed.
 
-    Each `PrunableWrapper` is replaced by a copy of the layer it wraps,
-    with `w * mask` baked into every prunable weight (pruned weights are
-    exactly 0.0). Other layers are copied with their weights. The result
-    has the original layer types and the same predictions as `model`; it
-    saves and exports without keras_lottery installed.
+    Pruned weights are exactly 0.0 in the result, which has the original
+    layer types and the same predictions as `model`; it saves and exports
+    without keras_lottery installed. `model` itself is left as it is.
 
     Args:
-        model: A built Sequential or functional model, wrapped or not.
+        model: A built model of any kind, wrapped or not.
 
     Returns:
-        A new `keras.Model` without `PrunableWrapper` layers.
+        A new `keras.Model` without `PrunableWrapper`s.
 
     Example:
 
@@ -333,6 +621,8 @@ def strip(model: keras.Model) -> keras.Model:
     ('Dense', 0.0)
     """
     check_model(model)
+    if not _is_rebuildable(model):
+        return _fresh_copy(model)
 
     def transform(layer):
         if not isinstance(layer, PrunableWrapper):
@@ -471,3 +761,90 @@ def iter_weight_keys(
     for key, wrapper in found.items():
         for name in wrapper.weight_names:
             yield f"{key}/{name}", wrapper, name
+
+
+# -------------------------------------------------------------- loading
+def load_model(
+    filepath, custom_objects: dict | None = None, compile: bool = True,
+    safe_mode: bool = True,
+) -> keras.Model:
+    """Loads a `.keras` file saved from a wrapped model of any kind.
+
+    `keras.saving.load_model` loads wrapped Sequential and functional
+    models by itself (their `PrunableWrapper`s are in the saved config).
+    Models wrapped in place (subclassed, KerasHub, layers inside composite
+    layers) save their masks and rewind points with the layers' weights
+    but not in the config, so `keras.saving.load_model` refuses them
+    ("Layer 'x' expected 2 variables, but received 4"); this function
+    recreates the model, wraps the layers the file holds masks for, and
+    loads everything. It loads plain `.keras` files too.
+
+    Args:
+        filepath: Path of a `.keras` file.
+        custom_objects: As for `keras.saving.load_model`.
+        compile: Whether to compile the model as it was saved.
+        safe_mode: As for `keras.saving.load_model`.
+
+    Returns:
+        The model, with the masks, rewind points and weights it was saved
+        with.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([keras.Input((3,)),
+    ...                                   keras.layers.Dense(2)]))
+    >>> model.save("/tmp/ticket.keras")
+    >>> kl.load_model("/tmp/ticket.keras").layers[0].weight_names
+    ['kernel']
+    """
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(filepath) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as error:
+        raise ValueError(
+            f"Could not read '{filepath}' as a .keras file ({error}). "
+            "keras_lottery.load_model loads files written by model.save("
+            "'name.keras')."
+        ) from error
+    if not compile:
+        config.pop("compile_config", None)
+    with keras.saving.custom_object_scope(custom_objects or {}):
+        model = keras.saving.deserialize_keras_object(
+            config, safe_mode=safe_mode
+        )
+    loaders = []
+    for _, layer in walk(model):
+        if isinstance(layer, PrunableWrapper) or not layer.built:
+            continue
+        if registry.is_prunable_type(layer) and registry.prunable_weights(layer):
+            loaders.append(layer)
+            object.__setattr__(
+                layer, "load_own_variables", _attaching_loader(layer)
+            )
+    try:
+        model.load_weights(filepath)
+    finally:
+        for layer in loaders:
+            if attached_wrapper(layer) is None:
+                object.__delattr__(layer, "load_own_variables")
+    from keras_lottery.rewind import capture_init
+
+    capture_init(model, wrappers_too=False)
+    return model
+
+
+def _attaching_loader(layer):
+    """A `load_own_variables` that attaches a wrapper if the file has masks."""
+
+    def load_own_variables(store):
+        keys = store.keys()  # a weights store, not a dict
+        if any(key.startswith("lottery_") for key in keys):
+            PrunableWrapper.attach(layer).layer.load_own_variables(store)
+        else:
+            type(layer).load_own_variables(layer, store)
+
+    return load_own_variables

@@ -17,6 +17,10 @@ WeightGetter = Callable[[keras.layers.Layer], "dict[str, keras.Variable]"]
 
 _REGISTRY: dict[type, WeightGetter] = {}
 
+# Layers of other libraries, registered by their qualified class name so
+# that keras_lottery never imports those libraries itself.
+_BY_NAME: dict[str, WeightGetter] = {}
+
 
 _MISSING = object()
 
@@ -156,11 +160,19 @@ def prunable_weights(layer: keras.layers.Layer) -> dict[str, keras.Variable]:
                 )
             weights[variable.name] = variable
         return weights
-    for cls in type(layer).__mro__:
+    getter = _getter(type(layer))
+    return {} if getter is None else dict(getter(layer))
+
+
+def _getter(layer_class: type) -> WeightGetter | None:
+    """The registered getter of the closest class in the MRO, if any."""
+    for cls in layer_class.__mro__:
         getter = _REGISTRY.get(cls)
+        if getter is None:
+            getter = _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
         if getter is not None:
-            return dict(getter(layer))
-    return {}
+            return getter
+    return None
 
 
 def is_prunable_class(layer_class: type) -> bool:
@@ -173,7 +185,7 @@ def is_prunable_class(layer_class: type) -> bool:
     """
     if callable(getattr(layer_class, "get_prunable_weights", None)):
         return True
-    return any(cls in _REGISTRY for cls in getattr(layer_class, "__mro__", ()))
+    return isinstance(layer_class, type) and _getter(layer_class) is not None
 
 
 def is_prunable_type(layer: keras.layers.Layer) -> bool:
@@ -184,7 +196,7 @@ def is_prunable_type(layer: keras.layers.Layer) -> bool:
         return is_prunable_type(layer.forward_layer)
     if isinstance(layer, keras.layers.TimeDistributed):
         return is_prunable_type(layer.layer)
-    return any(cls in _REGISTRY for cls in type(layer).__mro__)
+    return _getter(type(layer)) is not None
 
 
 _L = keras.layers
@@ -224,4 +236,8 @@ register_prunable(
     _nested_getter({"forward": "forward_layer", "backward": "backward_layer"}),
 )
 register_prunable(_L.TimeDistributed, _nested_getter({"": "layer"}))
+# KerasHub's learned position embeddings (BERT, GPT-2, ViT, ...).
+_BY_NAME[
+    "keras_hub.src.layers.modeling.position_embedding.PositionEmbedding"
+] = _attribute_getter(("position_embeddings",))
 del _L, _cls

@@ -309,9 +309,12 @@ class SearchResult:
                 "same architecture: SearchResult.load(directory, model=...)."
             )
         from keras_lottery.criteria import set_masks
-        from keras_lottery.search import copy_model
+        from keras_lottery.model import copy_model
 
         model = copy_model(self._model)
+        # The round's masks first: every weight written afterwards is masked
+        # by them (a pruned weight cannot be written back).
+        set_masks(model, self.masks(round))
         if trained:
             weights = self._weights.get(round)
             if weights is None and self.directory is not None:
@@ -331,7 +334,6 @@ class SearchResult:
             raise ValueError("The rewind point of this search was not kept.")
         for variable, value in zip(model.trainable_weights, rewind_weights):
             variable.assign(value)
-        set_masks(model, self.masks(round))
         return model
 
     # --------------------------------------------------------------- text

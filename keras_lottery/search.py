@@ -21,7 +21,7 @@ from keras_lottery.criteria import (
 )
 from keras_lottery.criteria import prune as _prune
 from keras_lottery.granularity import get_granularity
-from keras_lottery.model import _clone, iter_weight_keys, require_wrappers, summary
+from keras_lottery.model import copy_model, iter_weight_keys, require_wrappers, summary
 from keras_lottery.results import (
     RoundRecord,
     SearchResult,
@@ -52,21 +52,6 @@ class SearchError(RuntimeError):
         super().__init__(message)
         self.round = round
         self.result = result
-
-
-def copy_model(model: keras.Model) -> keras.Model:
-    """A copy of a wrapped Sequential/functional model: layers, weights, masks.
-
-    Example:
-
-    >>> import keras, keras_lottery as kl
-    >>> from keras_lottery.search import copy_model
-    >>> model = kl.wrap(keras.Sequential([keras.Input((3,)),
-    ...                                   keras.layers.Dense(2)]))
-    >>> copy_model(model).layers[0].weight_names
-    ['kernel']
-    """
-    return _clone(model, lambda layer: None)
 
 
 # ------------------------------------------------------------------ helpers

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import inspect
 import warnings
+import weakref
 
 import keras
 import numpy as np
 from keras import ops
 
-# Keras keeps these private; both exist in every Keras 3 release.
-from keras.src.backend import AutocastScope as _AutocastScope
-from keras.src.backend import get_stateless_scope as _get_stateless_scope
+# Keras keeps this private; it exists in every Keras 3 release.
 from keras.src.backend.common import global_state as _global_state
 
-from keras_lottery import registry
+from keras_lottery import _masking, registry
 
 
 def _copy(variable) -> np.ndarray:
@@ -58,28 +57,39 @@ def _warn_if_distribution_ignored(layer_name: str) -> None:
     )
 
 
-class _MaskedRegularizer:
-    """Applies a weight's regularizer to `w * mask`, not to the raw `w`.
-
-    Keras computes weight penalties from the variables themselves, outside
-    the wrapper's call: unmasked, an L2 penalty would keep pulling on the
-    raw values of pruned weights (a non-zero gradient where the mask is 0)
-    and count them in the loss.
-    """
-
-    def __init__(self, regularizer, mask):
-        self.regularizer = regularizer
-        self.mask = mask
-
-    def __call__(self, x):
-        return self.regularizer(x * self.mask.value)
-
-    def get_config(self):  # pragma: no cover - never serialized
-        return {}
-
-
 def _variable_name(weight_name: str, suffix: str) -> str:
     return f"{weight_name.replace('/', '_')}_{suffix}"
+
+
+# layer -> the wrapper attached to it in place. Not an attribute of the
+# layer: Keras' saving walks a layer's attributes, and would save the wrapper
+# (which tracks the layer) as a child of its own layer.
+_ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def attached_wrapper(layer) -> PrunableWrapper | None:
+    """The wrapper attached to `layer` in place, if any."""
+    try:
+        return _ATTACHED.get(layer)
+    except TypeError:  # not weakly referenceable: never attached
+        return None
+
+
+class _WithoutKeys:
+    """A read-only view of a weights store without some keys."""
+
+    def __init__(self, store, hidden: set):
+        self._store = store
+        self._hidden = hidden
+
+    def keys(self):
+        return [k for k in self._store.keys() if k not in self._hidden]  # noqa: SIM118
+
+    def __getitem__(self, key):
+        return self._store[key]
+
+    def __len__(self):
+        return len(self.keys())
 
 
 @keras.saving.register_keras_serializable(package="keras_lottery")
@@ -97,11 +107,22 @@ class PrunableWrapper(keras.layers.Wrapper):
     It also keeps the initial value of the layer's other trainable weights
     (biases), so that rewinding restores the whole layer.
 
-    The forward pass computes the wrapped layer with `w * mask` in place of
-    every prunable `w`, so a pruned weight has no effect on the outputs and
-    receives a gradient of exactly zero, whatever the optimizer does to the
-    raw variable. This works in `fit`, `evaluate`, `predict` and custom
-    training loops, compiled or eager, on TensorFlow, JAX and PyTorch.
+    The wrapper adds nothing to the forward or backward pass: the pruned
+    entries of each prunable variable are held at exactly 0.0 in the
+    variable itself (a weight constraint after every optimizer update, and
+    every assignment multiplied by the mask; see `keras_lottery._masking`).
+    So a pruned weight has no effect on any output and stays pruned in
+    `fit`, custom training loops, compiled or eager, on TensorFlow, JAX and
+    PyTorch, and `set_weights`, `load_weights` or `rewind` cannot bring it
+    back. The mask is a boolean variable: 1 byte per weight on the device,
+    beside the 4-byte float32 rewind point.
+
+    A wrapper sits in the layer graph of Sequential and functional models
+    (`keras_lottery.wrap` rebuilds those); in models whose graph cannot be
+    rebuilt (subclassed models, KerasHub models, layers inside composite
+    layers) `wrap` attaches it to the layer in place instead, and the model
+    keeps calling the layer itself. Both are the same object with the same
+    state and methods.
 
     Args:
         layer: The `keras.layers.Layer` to wrap. Its type must have prunable
@@ -156,9 +177,6 @@ class PrunableWrapper(keras.layers.Wrapper):
         # wrapper's own too, saved twice in every `.keras` file.
         _untracked(self, "_weights", {})
         _untracked(self, "_other_weights", [])
-        _untracked(self, "_masked", ())
-        _untracked(self, "_others_by_id", {})
-        _untracked(self, "_mixed_precision", False)
         _untracked(self, "_direct_call", False)
         _untracked(self, "_direct_call_training", False)
         self._masks = {}
@@ -194,33 +212,29 @@ class PrunableWrapper(keras.layers.Wrapper):
         _warn_if_distribution_ignored(self.name)
         for name, variable in weights.items():
             self._masks[name] = self._add_state_like(
-                variable, _variable_name(name, "mask"), "ones"
+                variable, _variable_name(name, "mask"), "ones", dtype="bool"
             )
             self._initials[name] = self._add_state_like(
                 variable, _variable_name(name, "initial"), "zeros"
             )
             self._initials[name].assign(_copy(variable))
-            regularizer = getattr(variable, "regularizer", None)
-            if isinstance(regularizer, _MaskedRegularizer):
-                regularizer = regularizer.regularizer
-            if regularizer is not None:
-                variable.regularizer = _MaskedRegularizer(
-                    regularizer, self._masks[name]
-                )
+            _masking.attach(variable, self._masks[name])
         prunable_ids = {id(v) for v in weights.values()}
         _untracked(
             self,
             "_other_weights",
             [v for v in self.layer.trainable_weights if id(v) not in prunable_ids],
         )
-        self._cache_call_state()
+        direct, takes_training = self._plan_direct_call()
+        _untracked(self, "_direct_call", direct)
+        _untracked(self, "_direct_call_training", takes_training)
         self._other_initials = []
         for i, variable in enumerate(self._other_weights):
             initial = self._add_state_like(variable, f"other_{i}_initial", "zeros")
             initial.assign(_copy(variable))
             self._other_initials.append(initial)
 
-    def _add_state_like(self, like, name: str, initializer: str):
+    def _add_state_like(self, like, name: str, initializer: str, dtype=None):
         """A non-trainable variable of `like`'s shape, dtype and layout.
 
         Under a Keras distribution (JAX) a variable's layout comes from its
@@ -236,7 +250,7 @@ class PrunableWrapper(keras.layers.Wrapper):
                 name=name,
                 shape=like.shape,
                 initializer=initializer,
-                dtype=like.dtype,
+                dtype=dtype or like.dtype,
                 trainable=False,
             )
         # What `add_weight` does, plus the layout it has no argument for.
@@ -244,7 +258,7 @@ class PrunableWrapper(keras.layers.Wrapper):
             variable = keras.Variable(
                 initializer=keras.initializers.get(initializer),
                 shape=like.shape,
-                dtype=like.dtype,
+                dtype=dtype or like.dtype,
                 trainable=False,
                 name=name,
                 layout=layout,
@@ -266,77 +280,11 @@ class PrunableWrapper(keras.layers.Wrapper):
         self.build(config.get("input_shape"))
 
     # ------------------------------------------------------------------- call
-    def _cache_call_state(self):
-        """Caches what `call` needs, so that it does no lookups per step."""
-        masked = tuple(
-            (variable, self._masks[name]) for name, variable in self._weights.items()
-        )
-        masked_ids = {id(variable) for variable, _ in masked}
-        _untracked(self, "_masked", masked)
-        policy = self.dtype_policy
-        _untracked(
-            self, "_mixed_precision", policy.compute_dtype != policy.variable_dtype
-        )
-        direct, takes_training = self._plan_direct_call()
-        _untracked(self, "_direct_call", direct)
-        _untracked(self, "_direct_call_training", takes_training)
-        _untracked(
-            self,
-            "_others_by_id",
-            {
-                id(v): v
-                for v in self.layer.variables
-                if id(v) not in masked_ids
-            },
-        )
-
-    def _masked_values(self, outer) -> dict:
-        """`{id(variable): value}` for the wrapped layer's call.
-
-        Every prunable variable maps to `w * mask`. Under an enclosing
-        stateless scope (JAX's training step, `stateless_call`) every other
-        variable maps to its value in that scope: Keras resolves a variable
-        through the innermost scope only.
-        """
-        values = {}
-        if outer is not None:
-            for key, variable in self._others_by_id.items():
-                values[key] = variable.value
-        for variable, mask in self._masked:
-            values[id(variable)] = variable.value * mask.value
-        return values
-
     def call(self, inputs, *args, **kwargs):
-        outer = _get_stateless_scope()
-        if self._mixed_precision:
-            # Mask the float32 variables; the layer autocasts what it reads.
-            with _AutocastScope(None):
-                values = self._masked_values(outer)
-        else:
-            values = self._masked_values(outer)
-        scope = keras.StatelessScope(collect_losses=True)
-        scope.state_mapping.update(values)
-        with scope:
-            if self._direct_call and not args and kwargs.keys() <= {"training"}:
-                outputs = self._call_directly(inputs, kwargs.get("training"))
-            else:
-                outputs = self.layer(inputs, *args, **kwargs)
-        # Updates the layer made to its other state (seed generators, RNN
-        # states) go to the variables, or to the enclosing scope.
-        for key, value in scope.state_mapping.items():
-            if values.get(key) is not value:
-                variable = self._others_by_id.get(key)
-                if variable is not None:
-                    variable.assign(value)
-        # Losses the layer added (activity regularizers) go where they would
-        # have gone without the wrapper.
-        if scope.losses:
-            if outer is None:
-                self.add_loss(scope.losses)
-            elif outer.collect_losses:
-                for loss in scope.losses:
-                    outer.add_loss(loss)
-        return outputs
+        # Nothing to mask here: the variables hold the pruned zeros.
+        if self._direct_call and not args and kwargs.keys() <= {"training"}:
+            return self._call_directly(inputs, kwargs.get("training"))
+        return self.layer(inputs, *args, **kwargs)
 
     def _call_directly(self, inputs, training):
         """`layer.call(inputs)`, skipping the layer's own `__call__`.
@@ -431,7 +379,8 @@ class PrunableWrapper(keras.layers.Wrapper):
         Args:
             name: The weight name, one of `weight_names`.
         """
-        return np.asarray(ops.convert_to_numpy(self.mask_variable(name)))
+        mask = ops.convert_to_numpy(self.mask_variable(name))
+        return np.asarray(mask).astype("float32")
 
     def set_mask(self, name: str, mask) -> None:
         """Sets the mask of a prunable weight.
@@ -440,6 +389,11 @@ class PrunableWrapper(keras.layers.Wrapper):
             name: The weight name, one of `weight_names`.
             mask: An array of the weight's shape holding only 0 and 1
                 (booleans are accepted).
+
+        Pruned entries of the weight are set to 0.0 at once. Setting an
+        entry of the mask back to 1 makes the weight trainable again from
+        0.0: its old value is gone (`keras_lottery.rewind` restores values
+        from the rewind point).
 
         Raises:
             ValueError: If the shape differs or values other than 0/1 occur.
@@ -459,12 +413,12 @@ class PrunableWrapper(keras.layers.Wrapper):
                 f"Received values such as {bad.tolist()}. Threshold your "
                 "scores first, e.g. mask = (scores > t).astype('float32')."
             )
-        variable.assign(array.astype(variable.dtype))
+        variable.assign(array.astype(bool))  # masks the weight again too
 
     def effective_weight(self, name: str) -> np.ndarray:
         """Returns `w * mask` for a prunable weight as a NumPy array."""
-        raw = ops.convert_to_numpy(self.prunable_variable(name))
-        return np.asarray(raw) * self.get_mask(name).astype(raw.dtype)
+        raw = np.asarray(ops.convert_to_numpy(self.prunable_variable(name)))
+        return np.where(self.get_mask(name) > 0, raw, np.zeros_like(raw))
 
     def capture_initial(self) -> None:
         """Stores the current weights of the layer as its rewind point."""
@@ -477,13 +431,90 @@ class PrunableWrapper(keras.layers.Wrapper):
     def restore_initial(self) -> None:
         """Sets the layer's trainable weights back to the rewind point.
 
-        Masks are unchanged, so a pruned weight keeps zero effect.
+        Masks are unchanged: pruned weights are set to 0.0, not to their
+        initial value.
         """
         self._require_built()
         for name, variable in self._weights.items():
             variable.assign(_copy(self._initials[name]))
         for variable, initial in zip(self._other_weights, self._other_initials):
             variable.assign(_copy(initial))
+
+    def release(self) -> None:
+        """Stops masking the wrapped layer's variables (their values stay).
+
+        Used by `keras_lottery.strip` on models changed in place; the
+        wrapper is unusable afterwards.
+        """
+        for variable in self._weights.values():
+            _masking.detach(variable)
+        layer = self.layer
+        if attached_wrapper(layer) is self:
+            del _ATTACHED[layer]
+            for attribute in ("save_own_variables", "load_own_variables"):
+                if attribute in layer.__dict__:
+                    object.__delattr__(layer, attribute)
+
+    # ------------------------------------------------- attached (in place)
+    @classmethod
+    def attach(cls, layer: keras.layers.Layer) -> PrunableWrapper:
+        """Makes a built layer prunable in place, without changing the graph.
+
+        The wrapper is not called: the model keeps calling `layer`, whose
+        prunable variables the wrapper masks. `layer.save_own_variables`
+        and `load_own_variables` then also save and load the wrapper's
+        masks and rewind point, under keys `lottery_0`, `lottery_1`, ...
+        of the layer (a plain `keras.saving.load_model` of such a file
+        fails, naming the layer; `keras_lottery.load_model` loads it).
+
+        Args:
+            layer: A built layer with prunable weights, not yet wrapped.
+
+        Returns:
+            The built wrapper (`keras_lottery.model.attached_wrapper(layer)`
+            finds it again).
+        """
+        existing = attached_wrapper(layer)
+        if existing is not None:
+            return existing
+        if not layer.built:
+            raise ValueError(
+                f"Layer '{layer.name}' is not built, so it has no weights to "
+                "mask yet. Build the model (call it on a batch) before "
+                "keras_lottery.wrap(model)."
+            )
+        wrapper = cls(layer, name=f"prunable_{layer.name}")
+        wrapper.build()
+        _ATTACHED[layer] = wrapper
+        _untracked(layer, "save_own_variables", wrapper._save_attached)
+        _untracked(layer, "load_own_variables", wrapper._load_attached)
+        return wrapper
+
+    def _state_variables(self) -> list:
+        return self._trainable_variables + self._non_trainable_variables
+
+    def _save_attached(self, store) -> None:
+        type(self.layer).save_own_variables(self.layer, store)
+        for i, variable in enumerate(self._state_variables()):
+            store[f"lottery_{i}"] = ops.convert_to_numpy(variable)
+
+    def _load_attached(self, store) -> None:
+        keys = list(store.keys())
+        state = [k for k in keys if k.startswith("lottery_")]
+        if state:  # masks first: the weights are then masked by the new ones
+            variables = self._state_variables()
+            if len(state) != len(variables):
+                raise ValueError(
+                    f"Layer '{self.layer.name}' holds {len(variables)} "
+                    "keras_lottery state variables (masks and rewind points), "
+                    f"but the file has {len(state)}. Was it saved from a model "
+                    "wrapped with different include/exclude arguments?"
+                )
+            for i, variable in enumerate(variables):
+                variable.assign(store[f"lottery_{i}"])
+        type(self.layer).load_own_variables(
+            self.layer, _WithoutKeys(store, set(state))
+        )
 
     def _check_name(self, name):
         if name not in self._weights:

@@ -79,6 +79,7 @@ def test_block_scores_by_norm_and_partial_block_rule():
     np.testing.assert_array_equal(mask[:, 1], [0, 0, 0, 0, 1, 1])  # [3,0,0,0]
     np.testing.assert_array_equal(mask[:, 0], 1)
     model.layers[0].set_mask("kernel", np.ones((6, 2)))
+    model.layers[0].layer.kernel.assign(kernel)  # pruned values were zeroed
     kl.prune(model, 0.25, output_rate=0.25, granularity="block",
              norm="l2", min_remaining=0)
     mask = kl.get_masks(model)["dense/kernel"]

@@ -369,13 +369,16 @@ def test_wrap_rejects_unbuilt_model():
         kl.wrap(model)
 
 
-def test_wrap_rejects_subclassed_model_naming_the_alternative(rng):
+def test_wrap_changes_a_subclassed_model_in_place(rng):
     model = _Subclassed()
-    model(np.zeros((1, 3), "float32"))
-    with pytest.raises(
-        TypeError, match=r"subclassed.*PrunableWrapper\(layer\).*__init__"
-    ):
-        kl.wrap(model)
+    x = _floats(rng, 4, 3)
+    before = keras.ops.convert_to_numpy(model(x))
+    wrapped = kl.wrap(model)
+    assert wrapped is model
+    covered, total, unreached = kl.coverage(model)
+    assert list(wrappers(model)) == ["dense"]
+    assert covered == total == 6 and unreached == []
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x)), before)
 
 
 def test_subclassed_model_with_wrapper_inside_init_works(rng):

@@ -76,10 +76,15 @@ def test_search_follows_the_rate_and_tickets_reproduce_masks():
     ticket = result.ticket(2)
     for key, mask in kl.get_masks(ticket).items():
         np.testing.assert_array_equal(mask, result.masks(2)[key])
-    # The ticket sits at theta_0, ready to train.
+    # The ticket sits at theta_0 (pruned weights at 0.0), ready to train.
     theta0 = result._rewind_weights
+    masks = {
+        id(w.prunable_variable(n)): w.get_mask(n)
+        for w in kl.model.wrappers(ticket).values() for n in w.weight_names
+    }
     for a, v in zip(theta0, ticket.trainable_weights):
-        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(v))
+        expected = np.where(masks[id(v)] > 0, a, 0.0) if id(v) in masks else a
+        np.testing.assert_array_equal(expected, keras.ops.convert_to_numpy(v))
     trained = result.ticket(3, trained=True)
     np.testing.assert_allclose(
         trained.predict(X, verbose=0), model.predict(X, verbose=0), atol=1e-6
