@@ -12,6 +12,7 @@ from keras_lottery.criteria import (
     set_masks,
     shuffle_masks,
 )
+from keras_lottery.errors import KerasLotteryError
 from keras_lottery.export import (
     ExportError,
     ExportReport,
@@ -76,6 +77,7 @@ __all__ = [
     "GradualPruning",
     "Granularity",
     "Group",
+    "KerasLotteryError",
     "LotterySchedule",
     "MergedResult",
     "NMGranularity",

@@ -39,6 +39,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_lottery.errors import KerasLotteryError
+
 QUANTIZE_MODES = (None, "dynamic", "int8", "float16")
 
 #: Largest accepted `max |tflite - keras| / max |keras|` over all outputs,
@@ -62,7 +64,7 @@ _TENSOR_TYPES = {
 }
 
 
-class ExportError(RuntimeError):
+class ExportError(KerasLotteryError, RuntimeError):
     """The converted model failed to load or to match the Keras model.
 
     Attributes:

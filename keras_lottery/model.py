@@ -47,6 +47,13 @@ def _is_rebuildable(model) -> bool:
 
 def check_model(model, *, what: str = "model") -> keras.Model:
     """Raises a clear error unless `model` is a built Keras model."""
+    if type(model).__name__ == "RoundRecord":
+        raise TypeError(
+            f"Expected a keras.Model for `{what}`, but received a RoundRecord "
+            "(one round of a search: its numbers, not its model). Get the "
+            "model with result.ticket(record, trained=True), e.g. "
+            "result.ticket(result.best_ticket(), trained=True)."
+        )
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"Expected a keras.Model for `{what}`. Received: {what}={model!r} "

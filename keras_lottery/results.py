@@ -272,6 +272,8 @@ class SearchResult:
 
         Returns:
             The `RoundRecord` of that round (round 0 if none is sparser).
+            Pass it to `ticket` for the model:
+            `result.ticket(result.best_ticket(0.005), trained=True)`.
         """
         metric = self._check_metric(metric)
         dense = self.rounds[0].metrics.get(metric)
@@ -290,11 +292,14 @@ class SearchResult:
                 best = record
         return best
 
-    def ticket(self, round: int, *, trained: bool = False) -> keras.Model:
+    def ticket(
+        self, round: int | RoundRecord, *, trained: bool = False
+    ) -> keras.Model:
         """A copy of the searched model with the mask of round `round`.
 
         Args:
-            round: The round.
+            round: The round, or its `RoundRecord` (as `best_ticket()`
+                returns).
             trained: False: the weights at the rewind point, ready to train
                 (the lottery ticket itself); True: the weights the round
                 ended with.
@@ -302,6 +307,8 @@ class SearchResult:
         Returns:
             A new wrapped `keras.Model` (uncompiled).
         """
+        if isinstance(round, RoundRecord):
+            round = round.round
         self._check_round(round)
         if self._model is None:
             raise ValueError(

@@ -50,7 +50,14 @@ class RewindCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, step: int):
         super().__init__()
-        self.step = check_rewind_to(step)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(
+                "RewindCheckpoint takes the training step k >= 0 after which "
+                "to capture the rewind point. Received: "
+                f"step={step!r}. (Rewinding to theta_0 needs no callback: "
+                "the wrappers captured it at wrap time.)"
+            )
+        self.step = step
         self.taken = False
         self._seen = 0
 

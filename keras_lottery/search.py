@@ -20,6 +20,7 @@ from keras_lottery.criteria import (
     shuffle_masks,
 )
 from keras_lottery.criteria import prune as _prune
+from keras_lottery.errors import KerasLotteryError
 from keras_lottery.granularity import get_granularity
 from keras_lottery.model import copy_model, iter_weight_keys, require_wrappers, summary
 from keras_lottery.results import (
@@ -40,7 +41,7 @@ from keras_lottery.schedule import RewindCheckpoint, check_rewind_to
 CONTROLS = ("reinit", "random_prune")
 
 
-class SearchError(RuntimeError):
+class SearchError(KerasLotteryError, RuntimeError):
     """A round of `lottery_search` failed; finished rounds are kept.
 
     Attributes:
@@ -395,6 +396,14 @@ def lottery_search(
     [1.0, 0.55, 0.3]
     """
     found = require_wrappers(model)
+    if getattr(model, "optimizer", None) is None:
+        raise ValueError(
+            f"Model '{model.name}' is not compiled: lottery_search resets its "
+            "optimizer after every round, so it needs one before round 0. "
+            "Call model.compile(optimizer, loss, ...) before lottery_search "
+            "(a fit_fn that compiles the model itself must compile it once "
+            "before the search too)."
+        )
     if not callable(fit_fn):
         raise TypeError(f"`fit_fn` must be callable. Received: {fit_fn!r}")
     if eval_fn is not None and not callable(eval_fn):

@@ -25,6 +25,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_lottery.errors import KerasLotteryError
 from keras_lottery.model import (
     _clone_layer_with_weights,
     _is_graph_model,
@@ -67,7 +68,7 @@ _PER_CHANNEL = (
 )
 
 
-class ShrinkError(ValueError):
+class ShrinkError(KerasLotteryError, ValueError):
     """`shrink` cannot remove the pruned units of this graph exactly.
 
     Attributes:
