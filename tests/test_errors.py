@@ -38,8 +38,10 @@ def test_make_test_summary_line_is_the_pytest_count(tmp_path):
     log = tmp_path / "log"
     log.write_text("E0000 TF error: something\n3 failed, 10 passed in 1.0s\n"
                    "W0000 a warning after\n")
-    makefile = (kl.__file__.rsplit("/", 2)[0] + "/Makefile")
-    pattern = re.search(r'grep -E "([^"]+)"', open(makefile).read()).group(1)
+    from pathlib import Path
+
+    makefile = Path(kl.__file__).resolve().parents[1] / "Makefile"
+    pattern = re.search(r'grep -E "([^"]+)"', makefile.read_text()).group(1)
     out = subprocess.run(["grep", "-E", pattern, str(log)], capture_output=True,
                          text=True).stdout.strip().splitlines()
     assert out == ["3 failed, 10 passed in 1.0s"]
