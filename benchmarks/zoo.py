@@ -53,12 +53,13 @@ KERAS_HUB = (
     "ViTBackbone",
     "ViTImageClassifier",
 )
-OWN = ("FunctionalAdd", "Subclassed")
+OWN = ("FunctionalAdd", "Subclassed", "NestedBertBackbone")
 ALL = (*OWN, *KERAS_HUB, *APPLICATIONS)
 # Run on every backend by the suite; the rest on one backend.
 REPRESENTATIVE = (
     "FunctionalAdd",
     "Subclassed",
+    "NestedBertBackbone",
     "BertTextClassifier",
     "GPT2CausalLM",
     "ViTImageClassifier",
@@ -125,6 +126,11 @@ def build(name: str, seed: int = 0):
     elif name == "Subclassed":
         model = _subclassed_class()(classes=classes)
         x = rng.random((BATCH, 8, 8, 3)).astype("float32")
+    elif name == "NestedBertBackbone":  # a KerasHub backbone inside a model
+        backbone, x, _ = _keras_hub("BertBackbone", rng, classes)
+        inputs = {k: keras.Input((12,), dtype="int32", name=k) for k in x}
+        pooled = backbone(inputs)["pooled_output"]
+        model = keras.Model(inputs, keras.layers.Dense(classes, name="head")(pooled))
     else:
         model, x, y = _keras_hub(name, rng, classes)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

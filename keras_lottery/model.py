@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from keras_lottery import _masking, registry
-from keras_lottery.wrapper import PrunableWrapper, attached_wrapper
+from keras_lottery.wrapper import PrunableWrapper, _copy, attached_wrapper
 
 try:  # Keras keeps its Functional class private; fall back gracefully.
     from keras.src.models.functional import Functional as _Functional
@@ -285,17 +285,14 @@ def _copy_attached(source, target) -> None:
     for key, wrapper in iter_wrappers(source):
         if wrapper is not attached_wrapper(wrapper.layer):
             continue  # a wrapper in the graph: the copy has its own
-        copy = PrunableWrapper.attach(layers[key])
+        copy = PrunableWrapper.attach(layers[key], wrapper.rewind_point)
         for variable, value in zip(
-            copy._state_variables(), wrapper._state_variables()
+            [*copy._state_variables(), *copy._host_values()],
+            [*wrapper._state_variables(), *wrapper._host_values()],
         ):
-            variable.assign(_numpy(value))
+            variable.assign(_copy(value))
         for variable in copy._weights.values():
             _masking.reapply(variable)
-
-
-def _numpy(variable) -> np.ndarray:
-    return np.array(keras.ops.convert_to_numpy(variable), copy=True)
 
 
 def copy_model(model: keras.Model) -> keras.Model:
@@ -427,7 +424,7 @@ class _Selection:
         return _matches(layer, key, self.include_names, self.include_types)
 
 
-def _attach_all(model, selection: _Selection) -> None:
+def _attach_all(model, selection: _Selection, rewind_point: str) -> None:
     """Attaches a wrapper in place to every selected layer inside `model`.
 
     Layers already wrapped (in the graph or attached) are left as they are;
@@ -442,7 +439,7 @@ def _attach_all(model, selection: _Selection) -> None:
                 continue
             if registry.is_prunable_type(child):
                 if selection.wants(child, key, included):
-                    PrunableWrapper.attach(child)
+                    PrunableWrapper.attach(child, rewind_point)
                 continue
             if selection.excluded(child, key):
                 continue
@@ -497,6 +494,8 @@ def wrap(
     model: keras.Model,
     include: Sequence[LayerSelector] | LayerSelector | None = None,
     exclude: Sequence[LayerSelector] | LayerSelector | None = None,
+    *,
+    rewind_point: str = "device",
 ) -> keras.Model:
     """Makes every prunable weight of a model maskable and rewindable.
 
@@ -536,6 +535,10 @@ def wrap(
             subclasses; a composite layer's name selects the layers inside
             it); all prunable layers when None.
         exclude: Layer names or layer classes never to wrap.
+        rewind_point: Where the wrappers keep theta_0: `"device"` (a
+            variable beside each weight) or `"host"` (NumPy arrays in host
+            memory: on the device, the wrapped model then needs only 1 byte
+            per prunable weight more than the plain one, for the mask).
 
     Returns:
         The wrapped model: a new one for plain Sequential and functional
@@ -571,13 +574,15 @@ def wrap(
                 return None  # copied with its masks and rewind point
             if not selection.wants(layer, layer.name):
                 return None
-            return PrunableWrapper(_clone_layer_with_weights(layer))
+            return PrunableWrapper(
+                _clone_layer_with_weights(layer), rewind_point=rewind_point
+            )
 
         wrapped = _clone(model, transform)
         _copy_attached(model, wrapped)
     else:
         wrapped = model
-    _attach_all(wrapped, selection)
+    _attach_all(wrapped, selection, rewind_point)
     _warn_unreached(wrapped, selection)
     from keras_lottery.rewind import capture_init  # rewind imports this module
 
@@ -850,7 +855,9 @@ def _attaching_loader(layer):
     def load_own_variables(store):
         keys = store.keys()  # a weights store, not a dict
         if any(key.startswith("lottery_") for key in keys):
-            PrunableWrapper.attach(layer).layer.load_own_variables(store)
+            host = any(key.startswith("lottery_host_") for key in keys)
+            wrapper = PrunableWrapper.attach(layer, "host" if host else "device")
+            wrapper.layer.load_own_variables(store)
         else:
             type(layer).load_own_variables(layer, store)
 

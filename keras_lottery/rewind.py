@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from keras_lottery.model import check_model, require_wrappers, wrappers
-from keras_lottery.wrapper import PrunableWrapper
+from keras_lottery.wrapper import PrunableWrapper, _copy
 
 REWIND_TARGETS = ("init", "checkpoint", "random")
 
@@ -112,9 +112,9 @@ def get_rewind_point(model: keras.Model, to: str = "init") -> list[np.ndarray]:
     values = {id(v): a for v, a in _POINTS.get(model, {}).get("init", [])}
     for wrapper in wrappers(model).values():
         for name, v in wrapper._weights.items():
-            values[id(v)] = _to_numpy(wrapper._initials[name])
+            values[id(v)] = _copy(wrapper._initials[name])
         for v, init in zip(wrapper._other_weights, wrapper._other_initials):
-            values[id(v)] = _to_numpy(init)
+            values[id(v)] = _copy(init)
     return [
         values[id(v)] if id(v) in values else _to_numpy(v)
         for v in model.trainable_weights

@@ -15,6 +15,36 @@ from keras.src.backend.common import global_state as _global_state
 
 from keras_lottery import _masking, registry
 
+REWIND_POINTS = ("device", "host")
+
+
+class HostValue:
+    """A rewind point kept in host memory, with the part of a variable's API
+    the wrapper uses (`assign`, `shape`, `dtype`, NumPy conversion).
+
+    For models that do not fit on the device twice:
+    `keras_lottery.wrap(model, rewind_point="host")`.
+    """
+
+    def __init__(self, like):
+        self.array = _copy(like)
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+    @property
+    def dtype(self):
+        return str(self.array.dtype)
+
+    def assign(self, value):
+        array = np.asarray(ops.convert_to_numpy(value), dtype=self.array.dtype)
+        self.array = array.reshape(self.array.shape).copy()
+        return self.array
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype)
+
 
 def _copy(variable) -> np.ndarray:
     """A host copy of a variable's value.
@@ -22,6 +52,8 @@ def _copy(variable) -> np.ndarray:
     Assigning one variable's value to another would make both share one
     buffer, which JAX's buffer donation in `fit` then rejects.
     """
+    if isinstance(variable, HostValue):
+        return variable.array.copy()
     value = ops.convert_to_numpy(variable)
     # Some backends hand out a view of the device buffer: copy those only.
     return value if isinstance(value, np.ndarray) and value.flags.owndata else (
@@ -129,6 +161,10 @@ class PrunableWrapper(keras.layers.Wrapper):
             weights: a built-in type listed in the registry, a layer that
             implements `get_prunable_weights()`, or one declared with
             `keras_lottery.register_prunable`.
+        rewind_point: Where the initial weights are kept: `"device"` (a
+            variable beside each weight, saved with the model) or `"host"`
+            (NumPy arrays in host memory, also saved with the model), for
+            models that do not fit on the device twice.
         **kwargs: Passed on to `keras.layers.Wrapper` (e.g. `name`).
 
     Example:
@@ -142,7 +178,16 @@ class PrunableWrapper(keras.layers.Wrapper):
     True
     """
 
-    def __init__(self, layer: keras.layers.Layer, **kwargs):
+    def __init__(
+        self, layer: keras.layers.Layer, rewind_point: str = "device", **kwargs
+    ):
+        if rewind_point not in REWIND_POINTS:
+            raise ValueError(
+                f"`rewind_point` must be one of {REWIND_POINTS}: where the "
+                "initial weights are kept ('host' saves device memory for "
+                f"models that do not fit twice). Received: "
+                f"rewind_point={rewind_point!r}"
+            )
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
                 "PrunableWrapper wraps a keras.layers.Layer. "
@@ -179,6 +224,7 @@ class PrunableWrapper(keras.layers.Wrapper):
         _untracked(self, "_other_weights", [])
         _untracked(self, "_direct_call", False)
         _untracked(self, "_direct_call_training", False)
+        _untracked(self, "rewind_point", rewind_point)
         self._masks = {}
         self._initials = {}
         self._other_initials = []
@@ -214,10 +260,9 @@ class PrunableWrapper(keras.layers.Wrapper):
             self._masks[name] = self._add_state_like(
                 variable, _variable_name(name, "mask"), "ones", dtype="bool"
             )
-            self._initials[name] = self._add_state_like(
-                variable, _variable_name(name, "initial"), "zeros"
+            self._initials[name] = self._rewind_state(
+                variable, _variable_name(name, "initial")
             )
-            self._initials[name].assign(_copy(variable))
             _masking.attach(variable, self._masks[name])
         prunable_ids = {id(v) for v in weights.values()}
         _untracked(
@@ -230,9 +275,50 @@ class PrunableWrapper(keras.layers.Wrapper):
         _untracked(self, "_direct_call_training", takes_training)
         self._other_initials = []
         for i, variable in enumerate(self._other_weights):
-            initial = self._add_state_like(variable, f"other_{i}_initial", "zeros")
-            initial.assign(_copy(variable))
-            self._other_initials.append(initial)
+            self._other_initials.append(
+                self._rewind_state(variable, f"other_{i}_initial")
+            )
+
+    def _rewind_state(self, variable, name: str):
+        """Holds the current value of `variable`: on the device or the host."""
+        if self.rewind_point == "host":
+            return HostValue(variable)
+        state = self._add_state_like(variable, name, "zeros")
+        state.assign(_copy(variable))
+        return state
+
+    def _host_values(self) -> list[HostValue]:
+        values = [*self._initials.values(), *self._other_initials]
+        return [v for v in values if isinstance(v, HostValue)]
+
+    def get_config(self):
+        config = super().get_config()
+        if self.rewind_point != "device":
+            config["rewind_point"] = self.rewind_point
+        return config
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, value in enumerate(self._host_values()):
+            store[f"host_{i}"] = value.array
+
+    def load_own_variables(self, store):
+        hidden = self._load_host_values(store, "host_")
+        super().load_own_variables(_WithoutKeys(store, hidden))
+
+    def _load_host_values(self, store, prefix: str) -> set:
+        keys = [k for k in store.keys() if k.startswith(prefix)]  # noqa: SIM118
+        values = self._host_values()
+        if len(keys) != len(values):
+            raise ValueError(
+                f"Layer '{self.layer.name}' keeps {len(values)} rewind values "
+                f"on the host, but the file has {len(keys)}: it was saved "
+                "with another rewind_point ('host' or 'device'). Wrap the "
+                "model with the rewind_point it was saved with."
+            )
+        for i, value in enumerate(values):
+            value.assign(store[f"{prefix}{i}"])
+        return set(keys)
 
     def _add_state_like(self, like, name: str, initializer: str, dtype=None):
         """A non-trainable variable of `like`'s shape, dtype and layout.
@@ -457,7 +543,9 @@ class PrunableWrapper(keras.layers.Wrapper):
 
     # ------------------------------------------------- attached (in place)
     @classmethod
-    def attach(cls, layer: keras.layers.Layer) -> PrunableWrapper:
+    def attach(
+        cls, layer: keras.layers.Layer, rewind_point: str = "device"
+    ) -> PrunableWrapper:
         """Makes a built layer prunable in place, without changing the graph.
 
         The wrapper is not called: the model keeps calling `layer`, whose
@@ -469,6 +557,7 @@ class PrunableWrapper(keras.layers.Wrapper):
 
         Args:
             layer: A built layer with prunable weights, not yet wrapped.
+            rewind_point: `"device"` or `"host"`, as for the constructor.
 
         Returns:
             The built wrapper (`keras_lottery.model.attached_wrapper(layer)`
@@ -483,7 +572,7 @@ class PrunableWrapper(keras.layers.Wrapper):
                 "mask yet. Build the model (call it on a batch) before "
                 "keras_lottery.wrap(model)."
             )
-        wrapper = cls(layer, name=f"prunable_{layer.name}")
+        wrapper = cls(layer, rewind_point, name=f"prunable_{layer.name}")
         wrapper.build()
         _ATTACHED[layer] = wrapper
         _untracked(layer, "save_own_variables", wrapper._save_attached)
@@ -497,10 +586,16 @@ class PrunableWrapper(keras.layers.Wrapper):
         type(self.layer).save_own_variables(self.layer, store)
         for i, variable in enumerate(self._state_variables()):
             store[f"lottery_{i}"] = ops.convert_to_numpy(variable)
+        for i, value in enumerate(self._host_values()):
+            store[f"lottery_host_{i}"] = value.array
 
     def _load_attached(self, store) -> None:
         keys = list(store.keys())
-        state = [k for k in keys if k.startswith("lottery_")]
+        hidden = set()
+        if any(k.startswith("lottery_") for k in keys):
+            hidden = self._load_host_values(store, "lottery_host_")
+        state = [k for k in keys
+                 if k.startswith("lottery_") and k not in hidden]
         if state:  # masks first: the weights are then masked by the new ones
             variables = self._state_variables()
             if len(state) != len(variables):
@@ -513,7 +608,7 @@ class PrunableWrapper(keras.layers.Wrapper):
             for i, variable in enumerate(variables):
                 variable.assign(store[f"lottery_{i}"])
         type(self.layer).load_own_variables(
-            self.layer, _WithoutKeys(store, set(state))
+            self.layer, _WithoutKeys(store, set(state) | hidden)
         )
 
     def _check_name(self, name):

@@ -166,3 +166,50 @@ def test_mask_is_one_byte_per_weight():
     model = kl.wrap(_mlp())
     fc = model.get_layer("prunable_fc")
     assert keras.backend.standardize_dtype(fc.mask_variable("kernel").dtype) == "bool"
+
+
+@pytest.mark.parametrize("kind", ["sequential", "subclassed"])
+def test_rewind_point_on_the_host(kind, rng, tmp_path):
+    if kind == "sequential":
+        model = _mlp()
+    else:
+        model = HostNet()
+        model(np.zeros((1, 8), "float32"))
+    theta0 = [ops.convert_to_numpy(v) for v in model.trainable_weights]
+    wrapped = kl.wrap(model, rewind_point="host")
+    # On the device: the mask only (1 byte per weight), no initial copy.
+    for wrapper in wrappers(wrapped).values():
+        assert all(v.dtype == "bool" for v in wrapper.non_trainable_variables
+                   if v.path.endswith("_mask"))
+        assert not [v for v in wrapper.weights if "initial" in v.path]
+    kl.prune(wrapped, rate=0.5)
+    wrapped.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    wrapped.fit(*_data(rng), batch_size=8, epochs=1, verbose=0)
+    path = str(tmp_path / "host.keras")
+    wrapped.save(path)
+    for target in (wrapped, kl.load_model(path)):
+        kl.rewind(target, "init")
+        pruned = {
+            id(w.prunable_variable(n)): w.get_mask(n)
+            for w in wrappers(target).values() for n in w.weight_names
+        }
+        for a, v in zip(theta0, target.trainable_weights):
+            expected = np.where(pruned[id(v)] > 0, a, 0.0) if id(v) in pruned else a
+            np.testing.assert_array_equal(expected, ops.convert_to_numpy(v))
+
+
+def test_rewind_point_must_be_device_or_host():
+    with pytest.raises(ValueError, match=r"Received: rewind_point='gpu'"):
+        kl.wrap(_mlp(), rewind_point="gpu")
+
+
+@keras.saving.register_keras_serializable(package="keras_lottery_tests")
+class HostNet(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.fc = keras.layers.Dense(16, activation="relu", name="fc")
+        self.out = keras.layers.Dense(3, name="out")
+
+    def call(self, x):
+        return self.out(self.fc(x))

@@ -39,6 +39,8 @@ def test_zoo_representative(name):
     if "tflite" in row:
         assert row["tflite"].startswith("ok"), row["tflite"]
     assert row["in_place"] == (name not in ("FunctionalAdd", "MobileNetV3Small"))
+    if name == "NestedBertBackbone":  # wrapped inside, not only the head
+        assert row["wrappers"] > 5
 
 
 @pytest.mark.slow
