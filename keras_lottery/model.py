@@ -672,9 +672,28 @@ class WeightSummary:
 
 @dataclasses.dataclass(frozen=True)
 class PruningSummary:
-    """Per-weight counts of a wrapped model, printable as a table."""
+    """Per-weight counts of a wrapped model, printable as a table.
+
+    Attributes:
+        weights: One `WeightSummary` per prunable weight.
+        kernels_and_matrices: Entries of all the model's trainable weights
+            with two or more dimensions longer than 1 (biases excluded):
+            what `coverage` compares the prunable weights with.
+        state_bytes: Bytes of keras-lottery state on the device: the masks
+            (1 byte per prunable weight) and the rewind points kept in
+            variables (none with `rewind_point="host"`).
+    """
 
     weights: tuple[WeightSummary, ...]
+    kernels_and_matrices: int = 0
+    state_bytes: int = 0
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of the kernels and matrices that are prunable."""
+        if not self.kernels_and_matrices:
+            return 1.0
+        return self.total / self.kernels_and_matrices
 
     @property
     def total(self) -> int:
@@ -701,6 +720,9 @@ class PruningSummary:
             "total": self.total,
             "remaining": self.remaining,
             "sparsity": self.sparsity,
+            "kernels_and_matrices": self.kernels_and_matrices,
+            "coverage": self.coverage,
+            "state_bytes": self.state_bytes,
         }
 
     def __str__(self) -> str:
@@ -722,6 +744,14 @@ class PruningSummary:
 
         rule = "-" * len(fmt(header))
         lines = [fmt(header), rule, *map(fmt, rows[:-1]), rule, fmt(rows[-1])]
+        if self.kernels_and_matrices:
+            lines.append(
+                f"Coverage: {self.total:,} of {self.kernels_and_matrices:,} "
+                f"kernel and matrix weights prunable ({100 * self.coverage:.1f}%)"
+                f"; keras-lottery state on the device: {self.state_bytes:,} "
+                f"bytes ({self.state_bytes / max(self.total, 1):.1f} per "
+                "prunable weight)."
+            )
         return "\n".join(lines)
 
 
@@ -760,7 +790,12 @@ def summary(
                     remaining=int(np.count_nonzero(mask)),
                 )
             )
-    result = PruningSummary(tuple(rows))
+    _, kernels, _ = coverage(model)
+    state = sum(
+        int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+        for w in wrappers(model).values() for v in w._state_variables()
+    )
+    result = PruningSummary(tuple(rows), kernels, state)
     if print_fn is not None:
         print_fn(str(result))
     return result

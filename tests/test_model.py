@@ -342,7 +342,11 @@ def test_summary_counts_and_table(rng):
     assert lines[0].split() == ["Weight", "Shape", "Total", "Remaining", "Sparsity"]
     assert lines[2].split() == [f"{first.layer.name}/kernel", "(8,", "16)", "128",
                                 "32", "75.00%"]
-    assert lines[-1].split() == ["Total", "192", "96", "50.00%"]
+    assert lines[-2].split() == ["Total", "192", "96", "50.00%"]
+    assert lines[-1].startswith("Coverage: 192 of 192 kernel and matrix weights")
+    # Masks (1 byte), rewind points of kernels and biases (4 bytes each).
+    assert result.state_bytes == 192 * (1 + 4) + (16 + 4) * 4
+    assert result.coverage == 1.0
     assert kl.summary(wrapped, print_fn=None) == result
 
 
