@@ -290,13 +290,17 @@ def _markdown(rows_by_backend: dict[str, list[dict]]) -> str:
     ]
     names = [r["model"] for r in rows_by_backend[backends[0]]]
     for name in names:
-        rows = {b: next(r for r in rows_by_backend[b] if r["model"] == name)
+        rows = {b: next((r for r in rows_by_backend[b] if r["model"] == name),
+                        None)
                 for b in backends}
         first = rows[backends[0]]
         kind = "in place" if first["in_place"] else "rebuilt"
         cells = []
         for b in backends:
             r = rows[b]
+            if r is None:
+                cells.append("not run")
+                continue
             if "error" in r:
                 cells.append(f"fails: {r['error'][:80]}")
                 continue
@@ -306,7 +310,7 @@ def _markdown(rows_by_backend: dict[str, list[dict]]) -> str:
                 f"{'ok' if ok else 'FAIL'}: {r['strip_diff']:.1e}, "
                 f"{r['keras_round_trip_diff']:.1e}")
         tflite = next((rows[b].get("tflite") for b in backends
-                       if rows[b].get("tflite")), "-")
+                       if rows[b] and rows[b].get("tflite")), "-")
         lines.append(
             f"| {name} | {kind} | {first['prunable']:,} / "
             f"{first['kernels_and_matrices']:,} ({100 * first['coverage']:.1f}%) | "
@@ -318,7 +322,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="all",
                         help="tensorflow, jax, torch or all (default)")
-    parser.add_argument("--models", nargs="*", default=list(ALL))
+    parser.add_argument("--models", nargs="*", default=list(ALL),
+                        help="models on TensorFlow (default: all)")
+    parser.add_argument("--others", choices=["representative", "all"],
+                        default="representative",
+                        help="models on JAX and PyTorch: the representative "
+                        "ones (as the suite) or all")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -340,8 +349,11 @@ def main(argv=None) -> int:
                 else [args.backend])
     results = {}
     for backend in backends:
+        models = args.models
+        if backend != "tensorflow" and args.others == "representative":
+            models = [m for m in args.models if m in REPRESENTATIVE]
         done = subprocess.run(
-            [sys.executable, __file__, "--child", "--models", *args.models],
+            [sys.executable, __file__, "--child", "--models", *models],
             env={**os.environ, "KERAS_BACKEND": backend},
             capture_output=True, text=True, check=True)
         results[backend] = json.loads(done.stdout.strip().splitlines()[-1])
