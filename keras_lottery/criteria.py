@@ -349,18 +349,23 @@ def _resolve_pools(
     overrides: dict[str, float] = {}
     for selector, value in (rates or {}).items():
         value = _check_rate(value, f"rates[{selector!r}]")
-        name = selector.__name__ if isinstance(selector, type) else selector
-        matched = [
+        by_name = {
             layer for layer, w in wrapper_of.items()
-            if layer == name or type(w.layer).__name__ == name
-        ]
+            if isinstance(selector, str) and selector in (
+                layer, w.name, w.layer.name)  # key, wrapper's or layer's name
+        }
+        matched = by_name | {
+            layer for layer, w in wrapper_of.items()
+            if (isinstance(selector, type) and isinstance(w.layer, selector))
+            or type(w.layer).__name__ == selector  # a class selects subclasses
+        }
         if not matched:
             raise ValueError(
                 f"`rates` has key {selector!r}, which matches no wrapped layer "
                 f"name or layer type. Wrapped layers: {sorted(layer_keys)}."
             )
         for layer in matched:
-            if layer == name or layer not in overrides:
+            if layer in by_name or layer not in overrides:
                 overrides[layer] = value
 
     outputs = output_layer_keys(model) if separate_outputs else []
@@ -428,8 +433,11 @@ def prune(
         rate: Fraction of the remaining weights to remove, in [0, 1).
         scope: `"layer"` or `"global"`.
         output_rate: Rate of the output layers; `rate / 2` when None.
-        rates: Overrides by layer name or layer type (class or class name),
-            e.g. `{"Conv2D": 0.15, "Dense": 0.2}`.
+        rates: Overrides by layer name (the wrapped layer's, its wrapper's
+            `prunable_<name>` or its key) or layer type (a class, which
+            selects its subclasses too, or a class name), e.g.
+            `{"Conv2D": 0.15, keras.layers.Dense: 0.2}`. A name wins over a
+            type.
         groups: Lists of layer names (or `Group(layers, rate)`) pruned
             collectively. A layer may be in one group only.
         criterion: `"magnitude"` (|w|), `"random"` (same counts, random

@@ -58,3 +58,18 @@ def test_best_ticket_record_gives_the_model_through_ticket(rng):
     assert isinstance(ticket, keras.Model)
     with pytest.raises(TypeError, match=r"RoundRecord.*result.ticket"):
         kl.strip(record)
+
+
+def test_rates_take_the_wrapper_name_the_layer_name_and_subclasses():
+    class MyDense(keras.layers.Dense):
+        pass
+
+    model = kl.wrap(keras.Sequential([
+        keras.Input((8,)), keras.layers.Dense(8, name="fc"),
+        MyDense(8, name="mine"), keras.layers.Dense(2, name="out")]))
+    for key in ("fc", "prunable_fc"):
+        report = kl.prune(model, 0.5, rates={key: 0.0})
+        assert {w.name: w.rate for w in report.weights}["fc/kernel"] == 0.0
+    report = kl.prune(model, 0.5, rates={keras.layers.Dense: 0.1, "out": 0.0})
+    rates = {w.name: w.rate for w in report.weights}
+    assert rates == {"fc/kernel": 0.1, "mine/kernel": 0.1, "out/kernel": 0.0}
