@@ -184,21 +184,13 @@ def output_layer_keys(model: keras.Model) -> list[str]:
         return found
     order = {id(v): i for i, v in enumerate(model.weights)}
     last = max(
-        keys.items(),
+        iter_wrappers(model),
         key=lambda item: max(
-            (order.get(id(v), -1) for v in _by_id(item[0], model).layer.weights),
-            default=-1,
+            (order.get(id(v), -1) for v in item[1].layer.weights), default=-1
         ),
         default=None,
     )
-    return [] if last is None else [last[1]]
-
-
-def _by_id(wrapper_id: int, model) -> PrunableWrapper:
-    for wrapper in wrappers(model).values():
-        if id(wrapper) == wrapper_id:
-            return wrapper
-    raise KeyError(wrapper_id)  # pragma: no cover - ids come from the model
+    return [] if last is None else [last[0]]
 
 
 # ------------------------------------------------------------- clone logic
