@@ -25,7 +25,7 @@ install: $(STAMP)
 
 # The main job; JAX (fastest on CPU here) unless KERAS_BACKEND says otherwise.
 demo: $(STAMP)
-	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m keras_lottery.demo
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m keras_lottery.apps.demo
 
 # The suite once per backend, each in its own process; one line per backend.
 test: $(STAMP)

@@ -91,7 +91,7 @@ def measure(name: str, build) -> dict:
     import numpy as np
 
     import keras_lottery as kl
-    from keras_lottery.model import iter_weight_keys, require_wrappers
+    from keras_lottery.core.model import iter_weight_keys, require_wrappers
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)

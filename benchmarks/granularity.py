@@ -105,7 +105,7 @@ def search(granularity: str, args, data) -> tuple[object, object, float]:
 
 
 def tflite_latency(model, path, sparse: bool, runs: int, repeats: int) -> dict:
-    from keras_lottery.export import benchmark_tflite, export_tflite
+    from keras_lottery.deploy.export import benchmark_tflite, export_tflite
 
     report = export_tflite(model, path, sparse=sparse)
     rows = [benchmark_tflite(path, (1,), threads=1, runs=runs,
@@ -156,7 +156,7 @@ def plot(results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from keras_lottery.results import percent_remaining_axis  # after the backend
+    from keras_lottery.search.results import percent_remaining_axis  # after the backend
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     plotted = []
@@ -273,8 +273,8 @@ def main() -> int:
     keras = _keras()
     import numpy as np
 
-    from keras_lottery.shrink import shrink
-    from keras_lottery.xnnpack import check_block_alignment
+    from keras_lottery.deploy.shrink import shrink
+    from keras_lottery.deploy.xnnpack import check_block_alignment
 
     began = time.perf_counter()
     x, y, source = load_flat_mnist(args.train)

@@ -108,7 +108,7 @@ def build_model():
 
 def make_fit_fn(args, data):
     import keras_lottery as kl
-    from keras_lottery.data import iteration_batches
+    from keras_lottery.apps.data import iteration_batches
 
     def fit_fn(model):
         batches = iteration_batches(
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
             print(compare_table(reports, metric))
         return 0
     backend = rep.use_backend(args.backend)
-    from keras_lottery.data import load_mnist
+    from keras_lottery.apps.data import load_mnist
 
     data = load_mnist(args.data)
     if args.quick:

@@ -100,7 +100,7 @@ def run_seed(args, seed: int, data) -> dict:
     import keras
 
     import keras_lottery as kl
-    from keras_lottery.data import iteration_batches
+    from keras_lottery.apps.data import iteration_batches
 
     eval_every = min(100, args.steps)
 
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
         print(f"Wrote {args.plot}.")
         return 0
     backend = rep.use_backend(args.backend)
-    from keras_lottery.data import load_mnist1d
+    from keras_lottery.apps.data import load_mnist1d
 
     data = load_mnist1d(seed=42)
     print(f"Data: {data.describe()}")

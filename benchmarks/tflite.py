@@ -41,7 +41,7 @@ import keras
 import numpy as np
 
 import keras_lottery as kl
-from keras_lottery.export import ExportError, benchmark_tflite, export_tflite
+from keras_lottery.deploy.export import ExportError, benchmark_tflite, export_tflite
 
 MODELS = {
     "LeNet-300-100": (784, 300, 100, 10),

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     import keras
 
     import keras_lottery as kl
-    from keras_lottery.data import load_mnist
+    from keras_lottery.apps.data import load_mnist
 
     data = load_mnist(args.data, flatten=False)
     if not args.full:

@@ -104,7 +104,7 @@ def search_block_ticket(data, *, rounds, target_sparsity, epochs, seed):
 
 def latency_table(rows) -> str:
     """The side-by-side latency table, one line per file and batch size."""
-    from keras_lottery.results import text_table
+    from keras_lottery.search.results import text_table
 
     table, dense_best = [], {}
     for name, latencies in rows:  # dense first
@@ -126,9 +126,9 @@ def main(argv=None) -> int:
     import keras
 
     import keras_lottery as kl
-    from keras_lottery.data import load_mnist
-    from keras_lottery.export import benchmark_tflite, export_tflite
-    from keras_lottery.xnnpack import check_block_alignment
+    from keras_lottery.apps.data import load_mnist
+    from keras_lottery.deploy.export import benchmark_tflite, export_tflite
+    from keras_lottery.deploy.xnnpack import check_block_alignment
 
     data = load_mnist(args.data)
     if not args.full:

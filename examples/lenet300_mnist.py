@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     import keras
 
     import keras_lottery as kl
-    from keras_lottery.data import iteration_batches, load_mnist
+    from keras_lottery.apps.data import iteration_batches, load_mnist
 
     data = load_mnist(args.data)  # 55,000 / 5,000 / 10,000
     if not args.full:

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     import keras
 
     import keras_lottery as kl
-    from keras_lottery.data import load_mnist
+    from keras_lottery.apps.data import load_mnist
 
     data = load_mnist(args.data, flatten=False)  # (n, 28, 28): 28 steps of 28
     if not args.full:

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     import keras
 
     import keras_lottery as kl
-    from keras_lottery.data import iteration_batches, load_mnist1d
+    from keras_lottery.apps.data import iteration_batches, load_mnist1d
 
     hidden, steps = (500, 1500) if args.full else (100, 300)
     data = load_mnist1d(seed=42)

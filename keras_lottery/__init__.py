@@ -2,125 +2,177 @@
 
 Wrap a model, prune it by magnitude, rewind it, and ship the winning ticket,
 on the TensorFlow, JAX and PyTorch backends alike.
+
+Every public name is importable from here (`import keras_lottery as kl`).
+Names are loaded when first used, so `import keras_lottery` (and the
+`keras-lottery` command) does not import Keras or a backend until a name
+that needs it is touched. The package's layers, lowest first, are described
+in `docs/architecture.md`.
 """
 
-from keras_lottery.criteria import (
-    Group,
-    PruneReport,
-    get_masks,
-    prune,
-    set_masks,
-    shuffle_masks,
-)
-from keras_lottery.errors import KerasLotteryError
-from keras_lottery.export import (
-    ExportError,
-    ExportReport,
-    benchmark_tflite,
-    export_tflite,
-    inspect_tflite,
-    read_tflite_weights,
-)
-from keras_lottery.gradual import (
-    ConstantSparsity,
-    GradualPruning,
-    PolynomialDecay,
-    PruningSchedule,
-    prune_to_sparsity,
-)
-from keras_lottery.granularity import (
-    BlockGranularity,
-    ChannelGranularity,
-    Granularity,
-    NMGranularity,
-    NMReport,
-    check_n_m,
-)
-from keras_lottery.model import (
-    PruningSummary,
-    WeightSummary,
-    coverage,
-    load_model,
-    strip,
-    summary,
-    wrap,
-)
-from keras_lottery.registry import prunable_weights, register_prunable
-from keras_lottery.results import RoundRecord, SearchResult
-from keras_lottery.rewind import (
-    capture_init,
-    checkpoint,
-    reset_optimizer,
-    rewind,
-)
-from keras_lottery.schedule import EarlyStopReadout, LotterySchedule, RewindCheckpoint
-from keras_lottery.search import SearchError, lottery_search
-from keras_lottery.shrink import ShrinkError, ShrinkReport, shrink
-from keras_lottery.tfmot import from_tfmot
-from keras_lottery.trials import MergedResult, merge_results, run_trials
-from keras_lottery.wrapper import PrunableWrapper
-from keras_lottery.xnnpack import (
-    XnnpackSparseReport,
-    check_block_alignment,
-    check_xnnpack_sparse,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BlockGranularity",
-    "ChannelGranularity",
-    "ConstantSparsity",
-    "EarlyStopReadout",
-    "ExportError",
-    "ExportReport",
-    "GradualPruning",
-    "Granularity",
-    "Group",
-    "KerasLotteryError",
-    "LotterySchedule",
-    "MergedResult",
-    "NMGranularity",
-    "NMReport",
-    "PolynomialDecay",
-    "PrunableWrapper",
-    "PruneReport",
-    "PruningSchedule",
-    "PruningSummary",
-    "RewindCheckpoint",
-    "RoundRecord",
-    "SearchError",
-    "SearchResult",
-    "ShrinkError",
-    "ShrinkReport",
-    "WeightSummary",
-    "XnnpackSparseReport",
-    "benchmark_tflite",
-    "capture_init",
-    "check_block_alignment",
-    "check_n_m",
-    "check_xnnpack_sparse",
-    "checkpoint",
-    "coverage",
-    "export_tflite",
-    "from_tfmot",
-    "get_masks",
-    "inspect_tflite",
-    "load_model",
-    "lottery_search",
-    "merge_results",
-    "prunable_weights",
-    "prune",
-    "prune_to_sparsity",
-    "read_tflite_weights",
-    "register_prunable",
-    "reset_optimizer",
-    "rewind",
-    "run_trials",
-    "set_masks",
-    "shrink",
-    "shuffle_masks",
-    "strip",
-    "summary",
-    "wrap",
-]
+# Public name -> the module that defines it. The one list of the public API;
+# the `TYPE_CHECKING` imports below repeat it for type checkers and the docs
+# (a test checks the two agree).
+_EXPORTS: dict[str, str] = {
+    # core: wrapping, whole-model operations, rewind points
+    "KerasLotteryError": "keras_lottery.errors",
+    "register_prunable": "keras_lottery.core.registry",
+    "prunable_weights": "keras_lottery.core.registry",
+    "PrunableWrapper": "keras_lottery.core.wrapper",
+    "wrap": "keras_lottery.core.model",
+    "strip": "keras_lottery.core.model",
+    "coverage": "keras_lottery.core.model",
+    "load_model": "keras_lottery.core.model",
+    "summary": "keras_lottery.core.model",
+    "PruningSummary": "keras_lottery.core.model",
+    "WeightSummary": "keras_lottery.core.model",
+    "capture_init": "keras_lottery.core.rewind",
+    "checkpoint": "keras_lottery.core.rewind",
+    "rewind": "keras_lottery.core.rewind",
+    "reset_optimizer": "keras_lottery.core.rewind",
+    # pruning: criteria, granularity, masks, gradual pruning
+    "prune": "keras_lottery.pruning.criteria",
+    "Group": "keras_lottery.pruning.criteria",
+    "PruneReport": "keras_lottery.pruning.criteria",
+    "get_masks": "keras_lottery.pruning.criteria",
+    "set_masks": "keras_lottery.pruning.criteria",
+    "shuffle_masks": "keras_lottery.pruning.criteria",
+    "Granularity": "keras_lottery.pruning.granularity",
+    "BlockGranularity": "keras_lottery.pruning.granularity",
+    "ChannelGranularity": "keras_lottery.pruning.granularity",
+    "NMGranularity": "keras_lottery.pruning.granularity",
+    "NMReport": "keras_lottery.pruning.granularity",
+    "check_n_m": "keras_lottery.pruning.granularity",
+    "GradualPruning": "keras_lottery.pruning.gradual",
+    "PruningSchedule": "keras_lottery.pruning.gradual",
+    "PolynomialDecay": "keras_lottery.pruning.gradual",
+    "ConstantSparsity": "keras_lottery.pruning.gradual",
+    "PruningEvent": "keras_lottery.pruning.gradual",
+    "prune_to_sparsity": "keras_lottery.pruning.gradual",
+    # search: iterative pruning inside fit or round by round, results
+    "LotterySchedule": "keras_lottery.search.schedule",
+    "RewindCheckpoint": "keras_lottery.search.schedule",
+    "EarlyStopReadout": "keras_lottery.search.schedule",
+    "lottery_search": "keras_lottery.search.lottery",
+    "SearchError": "keras_lottery.search.lottery",
+    "SearchResult": "keras_lottery.search.results",
+    "RoundRecord": "keras_lottery.search.results",
+    "run_trials": "keras_lottery.search.trials",
+    "merge_results": "keras_lottery.search.trials",
+    "MergedResult": "keras_lottery.search.trials",
+    # deploy: smaller and faster models
+    "shrink": "keras_lottery.deploy.shrink",
+    "ShrinkReport": "keras_lottery.deploy.shrink",
+    "ShrinkError": "keras_lottery.deploy.shrink",
+    "check_block_alignment": "keras_lottery.deploy.xnnpack",
+    "check_xnnpack_sparse": "keras_lottery.deploy.xnnpack",
+    "XnnpackSparseReport": "keras_lottery.deploy.xnnpack",
+    "export_tflite": "keras_lottery.deploy.export",
+    "ExportReport": "keras_lottery.deploy.export",
+    "ExportError": "keras_lottery.deploy.export",
+    "inspect_tflite": "keras_lottery.deploy.export",
+    "read_tflite_weights": "keras_lottery.deploy.export",
+    "benchmark_tflite": "keras_lottery.deploy.export",
+    # interop and apps
+    "from_tfmot": "keras_lottery.interop.tfmot",
+    "load_mnist": "keras_lottery.apps.data",
+    "load_mnist1d": "keras_lottery.apps.data",
+    "iteration_batches": "keras_lottery.apps.data",
+    "Dataset": "keras_lottery.apps.data",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keras_lottery' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # the same names, for type checkers and the API docs
+    from keras_lottery.apps.data import (
+        Dataset,
+        iteration_batches,
+        load_mnist,
+        load_mnist1d,
+    )
+    from keras_lottery.core.model import (
+        PruningSummary,
+        WeightSummary,
+        coverage,
+        load_model,
+        strip,
+        summary,
+        wrap,
+    )
+    from keras_lottery.core.registry import prunable_weights, register_prunable
+    from keras_lottery.core.rewind import (
+        capture_init,
+        checkpoint,
+        reset_optimizer,
+        rewind,
+    )
+    from keras_lottery.core.wrapper import PrunableWrapper
+    from keras_lottery.deploy.export import (
+        ExportError,
+        ExportReport,
+        benchmark_tflite,
+        export_tflite,
+        inspect_tflite,
+        read_tflite_weights,
+    )
+    from keras_lottery.deploy.shrink import ShrinkError, ShrinkReport, shrink
+    from keras_lottery.deploy.xnnpack import (
+        XnnpackSparseReport,
+        check_block_alignment,
+        check_xnnpack_sparse,
+    )
+    from keras_lottery.errors import KerasLotteryError
+    from keras_lottery.interop.tfmot import from_tfmot
+    from keras_lottery.pruning.criteria import (
+        Group,
+        PruneReport,
+        get_masks,
+        prune,
+        set_masks,
+        shuffle_masks,
+    )
+    from keras_lottery.pruning.gradual import (
+        ConstantSparsity,
+        GradualPruning,
+        PolynomialDecay,
+        PruningEvent,
+        PruningSchedule,
+        prune_to_sparsity,
+    )
+    from keras_lottery.pruning.granularity import (
+        BlockGranularity,
+        ChannelGranularity,
+        Granularity,
+        NMGranularity,
+        NMReport,
+        check_n_m,
+    )
+    from keras_lottery.search.lottery import SearchError, lottery_search
+    from keras_lottery.search.results import RoundRecord, SearchResult
+    from keras_lottery.search.schedule import (
+        EarlyStopReadout,
+        LotterySchedule,
+        RewindCheckpoint,
+    )
+    from keras_lottery.search.trials import MergedResult, merge_results, run_trials

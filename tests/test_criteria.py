@@ -13,7 +13,7 @@ import pytest
 from conftest import BACKEND, ROOT, mlp
 
 import keras_lottery as kl
-from keras_lottery.criteria import pruned_count
+from keras_lottery.pruning.criteria import pruned_count
 
 
 def lenet():

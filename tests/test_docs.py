@@ -32,9 +32,11 @@ FENCE = re.compile(r"^(\s*)```python\s*$")
 
 # Public names whose docstrings need no example: plain records and errors.
 NO_EXAMPLE_NEEDED = {
+    "Dataset",
     "Group",
     "NMReport",
     "PruneReport",
+    "PruningEvent",
     "PruningSummary",
     "RoundRecord",
     "SearchError",

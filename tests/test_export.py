@@ -19,7 +19,7 @@ from conftest import mlp
 
 import keras_lottery as kl
 from keras_lottery import cli
-from keras_lottery.export import (
+from keras_lottery.deploy.export import (
     TOLERANCES,
     ExportError,
     ExportReport,

@@ -10,7 +10,7 @@ import pytest
 from conftest import mlp
 
 import keras_lottery as kl
-from keras_lottery.gradual import (
+from keras_lottery.pruning.gradual import (
     ConstantSparsity,
     GradualPruning,
     PolynomialDecay,

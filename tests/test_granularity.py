@@ -10,14 +10,14 @@ import pytest
 from conftest import mlp
 
 import keras_lottery as kl
-from keras_lottery.criteria import pruned_count
-from keras_lottery.export import read_tflite_weights
-from keras_lottery.granularity import (
+from keras_lottery.deploy.export import read_tflite_weights
+from keras_lottery.deploy.xnnpack import check_block_alignment, check_xnnpack_sparse
+from keras_lottery.pruning.criteria import pruned_count
+from keras_lottery.pruning.granularity import (
     BlockGranularity,
     check_n_m,
     get_granularity,
 )
-from keras_lottery.xnnpack import check_block_alignment, check_xnnpack_sparse
 
 
 def randomize(model, rng):

@@ -14,7 +14,7 @@ from keras import ops
 
 import keras_lottery as kl
 from keras_lottery import _masking
-from keras_lottery.model import wrappers
+from keras_lottery.core.model import wrappers
 
 
 def _mlp():

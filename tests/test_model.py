@@ -9,7 +9,7 @@ from conftest import mlp
 from keras import ops
 
 import keras_lottery as kl
-from keras_lottery.model import wrappers
+from keras_lottery.core.model import wrappers
 
 
 def _floats(rng, *shape):

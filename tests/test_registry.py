@@ -9,7 +9,7 @@ from keras import ops
 
 import keras_lottery as kl
 from keras_lottery import registry
-from keras_lottery.model import wrappers
+from keras_lottery.core.model import wrappers
 
 # ------------------------------------------------------------ built-ins
 

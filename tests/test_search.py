@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT
 
 import keras_lottery as kl
-from keras_lottery.criteria import pruned_count
+from keras_lottery.pruning.criteria import pruned_count
 
 
 def data(n=96, seed=0):
@@ -461,7 +461,7 @@ def test_search_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path):
 
 
 def test_cli_report_prints_the_table_and_writes_the_plot(tmp_path, capsys):
-    from keras_lottery.cli import main
+    from keras_lottery.apps.cli import main
 
     kl.lottery_search(make_model(), fit_fn, rounds=1, directory=tmp_path, verbose=0)
     assert main(["report", str(tmp_path), "--csv", str(tmp_path / "t.csv")]) == 0

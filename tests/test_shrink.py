@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
-from keras_lottery.shrink import ShrinkError, shrink
+from keras_lottery.deploy.shrink import ShrinkError, shrink
 
 
 def randomize(model, rng, scale=0.5):

@@ -28,7 +28,7 @@ class Command:
 
     Example:
 
-    >>> from keras_lottery.cli import COMMANDS, Command, main
+    >>> from keras_lottery.apps.cli import COMMANDS, Command, main
     >>> COMMANDS["hello"] = Command("Say hello.", lambda p: None,
     ...                             lambda args: print("hello") or 0)
     >>> main(["hello"])
@@ -77,7 +77,7 @@ def _load_arrays(path: str):
 def _export(args: argparse.Namespace) -> int:
     import keras
 
-    from keras_lottery.export import export_tflite
+    from keras_lottery.deploy.export import export_tflite
 
     model = keras.saving.load_model(args.model)
     data = _load_arrays(args.representative) if args.representative else None
@@ -96,7 +96,7 @@ def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from keras_lottery.export import inspect_tflite
+    from keras_lottery.deploy.export import inspect_tflite
 
     report = inspect_tflite(args.tflite)
     print(report.to_json(indent=2) if args.json else report)
@@ -118,7 +118,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from keras_lottery.results import SearchResult
+    from keras_lottery.search.results import SearchResult
 
     result = SearchResult.load(args.directory)
     if not result.rounds:
@@ -135,13 +135,13 @@ def _report(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------- demo
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from keras_lottery.demo import add_arguments
+    from keras_lottery.apps.demo import add_arguments
 
     add_arguments(parser)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from keras_lottery.demo import main as demo_main
+    from keras_lottery.apps.demo import main as demo_main
 
     # The demo parses its own options (and may restart on another backend).
     return demo_main(args.raw_argv[1:])
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     Example:
 
-    >>> from keras_lottery.cli import build_parser
+    >>> from keras_lottery.apps.cli import build_parser
     >>> build_parser().parse_args(["inspect", "m.tflite"]).tflite
     'm.tflite'
     """
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Example:
 
-    >>> from keras_lottery.cli import main
+    >>> from keras_lottery.apps.cli import main
     >>> main(["inspect", "model.tflite"])  # doctest: +SKIP
     """
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -20,8 +20,8 @@ import math
 import keras
 import numpy as np
 
-from keras_lottery.criteria import SCOPES, PruneReport, prune
-from keras_lottery.model import require_wrappers, summary
+from keras_lottery.core.model import require_wrappers, summary
+from keras_lottery.pruning.criteria import SCOPES, PruneReport, prune
 
 
 # ---------------------------------------------------------------- checks
@@ -116,7 +116,7 @@ class PolynomialDecay(PruningSchedule):
 
     Example:
 
-    >>> from keras_lottery.gradual import PolynomialDecay
+    >>> from keras_lottery.pruning.gradual import PolynomialDecay
     >>> schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10,
     ...                            frequency=5)
     >>> [(t, schedule(t)[0], round(schedule(t)[1], 3)) for t in (0, 5, 7, 10)]
@@ -193,7 +193,7 @@ class ConstantSparsity(PruningSchedule):
 
     Example:
 
-    >>> from keras_lottery.gradual import ConstantSparsity
+    >>> from keras_lottery.pruning.gradual import ConstantSparsity
     >>> schedule = ConstantSparsity(0.5, begin_step=2, frequency=4)
     >>> [schedule(t)[0] for t in range(8)]
     [False, False, True, False, False, False, True, False]
@@ -264,7 +264,7 @@ def prune_to_sparsity(
     Example:
 
     >>> import keras, keras_lottery as kl
-    >>> from keras_lottery.gradual import prune_to_sparsity
+    >>> from keras_lottery.pruning.gradual import prune_to_sparsity
     >>> model = kl.wrap(keras.Sequential([keras.Input((10,)),
     ...                                   keras.layers.Dense(10)]))
     >>> prune_to_sparsity(model, 0.75).sparsity
@@ -319,7 +319,7 @@ class GradualPruning(keras.callbacks.Callback):
     Example:
 
     >>> import keras, numpy as np, keras_lottery as kl
-    >>> from keras_lottery.gradual import GradualPruning, PolynomialDecay
+    >>> from keras_lottery.pruning.gradual import GradualPruning, PolynomialDecay
     >>> model = kl.wrap(keras.Sequential([
     ...     keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)]))
     >>> model.compile("sgd", "mse")

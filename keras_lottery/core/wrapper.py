@@ -13,7 +13,8 @@ from keras import ops
 # Keras keeps this private; it exists in every Keras 3 release.
 from keras.src.backend.common import global_state as _global_state
 
-from keras_lottery import _masking, registry
+from keras_lottery._internal import masking as _masking
+from keras_lottery.core import registry
 
 REWIND_POINTS = ("device", "host")
 

@@ -48,7 +48,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from keras_lottery.export import read_tflite_weights
+from keras_lottery.deploy.export import read_tflite_weights
 
 NORMS = ("l1", "l2")
 
@@ -164,7 +164,7 @@ class BlockGranularity(Granularity):
     Example:
 
     >>> import numpy as np
-    >>> from keras_lottery.granularity import BlockGranularity
+    >>> from keras_lottery.pruning.granularity import BlockGranularity
     >>> g = BlockGranularity((2, 1))
     >>> scores, alive = g.reduce(np.arange(6.0).reshape(3, 2), np.ones((3, 2)), "w")
     >>> scores.tolist()  # blocks [0,2],[1,3]; partial [4],[5] scaled by 2
@@ -237,7 +237,7 @@ class ChannelGranularity(Granularity):
     Example:
 
     >>> import numpy as np
-    >>> from keras_lottery.granularity import ChannelGranularity
+    >>> from keras_lottery.pruning.granularity import ChannelGranularity
     >>> ChannelGranularity().reduce(np.eye(2) * 3, np.ones((2, 2)), "w")[0].tolist()
     [3.0, 3.0]
     """
@@ -275,7 +275,7 @@ class NMGranularity(WeightGranularity):
     Example:
 
     >>> import numpy as np
-    >>> from keras_lottery.granularity import NMGranularity
+    >>> from keras_lottery.pruning.granularity import NMGranularity
     >>> g = NMGranularity(2, 4)
     >>> score = np.array([[4.0], [1.0], [3.0], [2.0]])
     >>> g.protect(score, np.ones((4, 1)), "w").tolist()
@@ -337,7 +337,7 @@ def get_granularity(granularity: str | Granularity, **options) -> Granularity:
 
     Example:
 
-    >>> from keras_lottery.granularity import get_granularity
+    >>> from keras_lottery.pruning.granularity import get_granularity
     >>> get_granularity("block", block_shape=(16, 1)).block_shape
     (16, 1)
     >>> get_granularity("2:4").name
@@ -363,7 +363,7 @@ def get_granularity(granularity: str | Granularity, **options) -> Granularity:
         if cls is None:
             raise ValueError(
                 f"`granularity` must be one of {names} or a "
-                f"keras_lottery.granularity.Granularity. "
+                f"keras_lottery.pruning.granularity.Granularity. "
                 f"Received: granularity={granularity!r}"
             )
     accepted = {
@@ -464,7 +464,7 @@ def check_n_m(model_or_path, n: int = 2, m: int = 4) -> NMReport:
     Example:
 
     >>> import keras, keras_lottery as kl
-    >>> from keras_lottery.granularity import check_n_m
+    >>> from keras_lottery.pruning.granularity import check_n_m
     >>> model = kl.wrap(keras.Sequential([
     ...     keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(2)]))
     >>> bool(check_n_m(model, 2, 4))
@@ -482,7 +482,8 @@ def check_n_m(model_or_path, n: int = 2, m: int = 4) -> NMReport:
         return NMReport(n, m, tuple(rows))
     import keras
 
-    from keras_lottery.model import check_model, iter_weight_keys, wrappers
+    from keras_lottery._internal import graph
+    from keras_lottery.core.model import check_model, iter_weight_keys, wrappers
 
     model = check_model(model_or_path)
     found = wrappers(model)
@@ -493,7 +494,7 @@ def check_n_m(model_or_path, n: int = 2, m: int = 4) -> NMReport:
         }
     else:
         weights = {}
-        for layer in model._flatten_layers(include_self=False):
+        for layer in graph.all_layers(model):
             if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D,
                                   keras.layers.Conv1D, keras.layers.Conv3D)):
                 weights[f"{layer.name}/kernel"] = keras.ops.convert_to_numpy(

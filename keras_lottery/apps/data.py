@@ -65,7 +65,7 @@ class Dataset:
 
         Example:
 
-        >>> from keras_lottery.data import load_mnist1d
+        >>> from keras_lottery.apps.data import load_mnist1d
         >>> load_mnist1d().describe()  # doctest: +ELLIPSIS
         'mnist1d: 4000 train / 0 validation / 1000 test, inputs (40,), ...'
         """
@@ -83,7 +83,7 @@ class Dataset:
 
         Example:
 
-        >>> from keras_lottery.data import load_mnist1d
+        >>> from keras_lottery.apps.data import load_mnist1d
         >>> small = load_mnist1d(validation=500).subset(train=100, test=50)
         >>> len(small.y_train), len(small.y_val), len(small.y_test)
         (100, 10, 50)
@@ -204,7 +204,7 @@ def load_mnist(
 
     Example:
 
-    >>> from keras_lottery.data import load_mnist
+    >>> from keras_lottery.apps.data import load_mnist
     >>> data = load_mnist("../shared/data/mnist.npz")  # doctest: +SKIP
     >>> data.x_train.shape, data.x_val.shape, data.x_test.shape  # doctest: +SKIP
     ((55000, 784), (5000, 784), (10000, 784))
@@ -279,7 +279,7 @@ def load_mnist1d(
 
     Example:
 
-    >>> from keras_lottery.data import load_mnist1d
+    >>> from keras_lottery.apps.data import load_mnist1d
     >>> data = load_mnist1d()
     >>> data.x_train.shape, data.x_val.shape, data.x_test.shape
     ((4000, 40), (0, 40), (1000, 40))
@@ -392,7 +392,7 @@ def iteration_batches(
     Example:
 
     >>> import numpy as np
-    >>> from keras_lottery.data import iteration_batches
+    >>> from keras_lottery.apps.data import iteration_batches
     >>> x, y = np.arange(10.0)[:, None], np.arange(10)
     >>> batches = iteration_batches(x, y, batch_size=4, steps=5, shuffle=False)
     >>> len(batches), [int(b[1][0]) for b in (batches[i] for i in range(5))]

@@ -9,22 +9,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import keras
 import numpy as np
 
-from keras_lottery import _masking, registry
-from keras_lottery.wrapper import PrunableWrapper, _copy, attached_wrapper
-
-try:  # Keras keeps its Functional class private; fall back gracefully.
-    from keras.src.models.functional import Functional as _Functional
-except ImportError:  # pragma: no cover - depends on the Keras layout
-    _Functional = None
+from keras_lottery._internal import graph
+from keras_lottery._internal import masking as _masking
+from keras_lottery.core import registry
+from keras_lottery.core.wrapper import PrunableWrapper, _copy, attached_wrapper
 
 LayerSelector = str | type
-
-
-def _is_graph_model(model) -> bool:
-    """A Sequential or functional model (its graph of layers can be read)."""
-    if isinstance(model, keras.Sequential):
-        return True
-    return _Functional is not None and isinstance(model, _Functional)
 
 
 def _is_rebuildable(model) -> bool:
@@ -34,9 +24,7 @@ def _is_rebuildable(model) -> bool:
     plain too; False for subclassed models and functional subclasses with a
     constructor of their own (every KerasHub model).
     """
-    if type(model) is not keras.Sequential and (
-        _Functional is None or type(model) is not _Functional
-    ):
+    if not graph.is_plain_graph_model(model):
         return False
     return all(
         _is_rebuildable(layer)
@@ -71,12 +59,8 @@ def check_model(model, *, what: str = "model") -> keras.Model:
 
 
 # ------------------------------------------------------------ the walker
-def _children(layer) -> list:
-    """The layers tracked directly by `layer` (sub-layers, nested models)."""
-    flatten = getattr(layer, "_flatten_layers", None)
-    if flatten is None:  # an operation node, not a layer
-        return []
-    return list(flatten(include_self=False, recursive=False))
+def _unwrap(layer):
+    return layer.layer if isinstance(layer, PrunableWrapper) else None
 
 
 def walk(
@@ -84,29 +68,11 @@ def walk(
 ) -> Iterator[tuple[str, keras.layers.Layer]]:
     """Yields `(key, layer)` for every layer inside `model`, depth first.
 
-    The one model walker of keras_lottery: it sees the layers of
-    Sequential, functional and subclassed models, nested models, and the
-    sub-layers of composite layers (a KerasHub `TransformerEncoder`'s
-    attention and feed-forward layers). The key is the layer's name,
-    prefixed by the names of the layers that contain it (`"encoder/dense"`).
-    A `PrunableWrapper` is yielded under its wrapped layer's name and not
-    entered; a layer shared by several parents is yielded once.
+    The key is the layer's name, prefixed by the names of the layers that
+    contain it (`"encoder/dense"`). A `PrunableWrapper` is yielded under its
+    wrapped layer's name and not entered (see `graph.walk`).
     """
-    seen: set[int] = set()
-
-    def visit(layer, prefix):
-        for child in _children(layer):
-            if id(child) in seen:
-                continue
-            seen.add(id(child))
-            if isinstance(child, PrunableWrapper):
-                seen.add(id(child.layer))
-                yield prefix + child.layer.name, child
-                continue
-            yield prefix + child.name, child
-            yield from visit(child, f"{prefix}{child.name}/")
-
-    yield from visit(model, "")
+    return graph.walk(model, _unwrap)
 
 
 # ------------------------------------------------------------------ lookup
@@ -159,26 +125,25 @@ def output_layer_keys(model: keras.Model) -> list[str]:
     found: list[str] = []
 
     def producers(tensor):
-        history = getattr(tensor, "_keras_history", None)
-        if history is None:
+        made = graph.producer(tensor)
+        if made is None:
             return
-        layer = history.operation
+        layer, node = made
         key = keys.get(inner.get(id(layer), id(layer)))
         if key is not None:
             if key not in found:
                 found.append(key)
             return
-        if isinstance(layer, keras.Model) and _is_graph_model(layer):
+        if isinstance(layer, keras.Model) and graph.is_graph_model(layer):
             for out in layer.outputs:
                 producers(out)
             return
         if getattr(layer, "weights", None):  # has weights, not prunable
             return
-        node = layer._inbound_nodes[history.node_index]
         for inp in node.input_tensors:
             producers(inp)
 
-    if _is_graph_model(model):
+    if graph.is_graph_model(model):
         for out in model.outputs:
             producers(out)
         return found
@@ -293,7 +258,7 @@ def copy_model(model: keras.Model) -> keras.Model:
     Example:
 
     >>> import keras, keras_lottery as kl
-    >>> from keras_lottery.model import copy_model
+    >>> from keras_lottery.core.model import copy_model
     >>> model = kl.wrap(keras.Sequential([keras.Input((3,)),
     ...                                   keras.layers.Dense(2)]))
     >>> copy_model(model).layers[0].weight_names
@@ -425,7 +390,7 @@ def _attach_all(model, selection: _Selection, rewind_point: str) -> None:
     """
 
     def visit(layer, prefix, included):
-        for child in _children(layer):
+        for child in graph.children(layer):
             key = prefix + child.name
             if isinstance(child, PrunableWrapper) or attached_wrapper(child):
                 continue
@@ -576,7 +541,7 @@ def wrap(
         wrapped = model
     _attach_all(wrapped, selection, rewind_point)
     _warn_unreached(wrapped, selection)
-    from keras_lottery.rewind import capture_init  # rewind imports this module
+    from keras_lottery.core.rewind import capture_init  # rewind imports this module
 
     capture_init(wrapped, wrappers_too=False)
     return wrapped
@@ -870,7 +835,7 @@ def load_model(
         for layer in loaders:
             if attached_wrapper(layer) is None:
                 object.__delattr__(layer, "load_own_variables")
-    from keras_lottery.rewind import capture_init
+    from keras_lottery.core.rewind import capture_init
 
     capture_init(model, wrappers_too=False)
     return model

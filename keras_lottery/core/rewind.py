@@ -9,8 +9,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lottery.model import check_model, require_wrappers, wrappers
-from keras_lottery.wrapper import PrunableWrapper, _copy
+from keras_lottery.core.model import check_model, require_wrappers, wrappers
+from keras_lottery.core.wrapper import PrunableWrapper, _copy
 
 REWIND_TARGETS = ("init", "checkpoint", "random")
 

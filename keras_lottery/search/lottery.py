@@ -13,30 +13,35 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_lottery.criteria import (
+from keras_lottery.core.model import (
+    copy_model,
+    iter_weight_keys,
+    require_wrappers,
+    summary,
+)
+from keras_lottery.core.rewind import (
+    get_rewind_point,
+    reset_optimizer,
+    rewind,
+    set_rewind_point,
+)
+from keras_lottery.errors import KerasLotteryError
+from keras_lottery.pruning.criteria import (
     _check_rate,
     _resolve_pools,
     pruned_count,
     shuffle_masks,
 )
-from keras_lottery.criteria import prune as _prune
-from keras_lottery.errors import KerasLotteryError
-from keras_lottery.granularity import get_granularity
-from keras_lottery.model import copy_model, iter_weight_keys, require_wrappers, summary
-from keras_lottery.results import (
+from keras_lottery.pruning.criteria import prune as _prune
+from keras_lottery.pruning.granularity import get_granularity
+from keras_lottery.search.results import (
     RoundRecord,
     SearchResult,
     atomic_save_arrays,
     atomic_write_text,
     load_arrays,
 )
-from keras_lottery.rewind import (
-    get_rewind_point,
-    reset_optimizer,
-    rewind,
-    set_rewind_point,
-)
-from keras_lottery.schedule import RewindCheckpoint, check_rewind_to
+from keras_lottery.search.schedule import RewindCheckpoint, check_rewind_to
 
 CONTROLS = ("reinit", "random_prune")
 

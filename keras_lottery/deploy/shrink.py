@@ -25,14 +25,14 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_lottery.errors import KerasLotteryError
-from keras_lottery.model import (
+from keras_lottery._internal import graph
+from keras_lottery.core.model import (
     _clone_layer_with_weights,
-    _is_graph_model,
     check_model,
     strip,
     wrappers,
 )
+from keras_lottery.errors import KerasLotteryError
 
 L = keras.layers
 
@@ -76,7 +76,7 @@ class ShrinkError(KerasLotteryError, ValueError):
 
     Example:
 
-    >>> from keras_lottery.shrink import ShrinkError
+    >>> from keras_lottery.deploy.shrink import ShrinkError
     >>> ShrinkError("cannot", layer="add").layer
     'add'
     """
@@ -130,7 +130,7 @@ class ShrinkReport:
 
     Example:
 
-    >>> from keras_lottery.shrink import ShrinkReport
+    >>> from keras_lottery.deploy.shrink import ShrinkReport
     >>> ShrinkReport({"dense": (30, 300)}, 1000, 400).ratio
     0.4
     """
@@ -287,7 +287,7 @@ class _Shrinker:
         inputs = []
         for tensor in self.model.inputs:
             new = keras.Input(shape=tuple(tensor.shape[1:]), dtype=tensor.dtype,
-                              name=tensor._keras_history.operation.name)
+                              name=graph.operation_of(tensor).name)
             self.values[id(tensor)] = new
             self.cuts[id(tensor)] = _Cut(int(tensor.shape[-1] or 0))
             inputs.append(new)
@@ -296,7 +296,7 @@ class _Shrinker:
             self.visit(tensor)
             cut = self.cuts[id(tensor)]
             if cut.cut:
-                layer = tensor._keras_history.operation
+                layer = graph.operation_of(tensor)
                 raise ShrinkError(
                     f"Units pruned by layer '{cut.origin}' reach the model "
                     f"output through '{layer.name}'; removing them would "
@@ -311,9 +311,7 @@ class _Shrinker:
     def visit(self, tensor):
         if id(tensor) in self.values:
             return
-        history = tensor._keras_history
-        layer = history.operation
-        node = layer._inbound_nodes[history.node_index]
+        layer, node = graph.producer(tensor)
         for inp in node.input_tensors:
             self.visit(inp)
         cuts_in = [self.cuts[id(t)] for t in node.input_tensors]
@@ -473,7 +471,7 @@ def shrink(model: keras.Model, *, return_report: bool = False):
     Example:
 
     >>> import keras, numpy as np, keras_lottery as kl
-    >>> from keras_lottery.shrink import shrink
+    >>> from keras_lottery.deploy.shrink import shrink
     >>> model = kl.wrap(keras.Sequential([keras.Input((8,)),
     ...     keras.layers.Dense(6, activation="relu"), keras.layers.Dense(2)]))
     >>> _ = kl.prune(model, 0.5, granularity="channel", rates={"dense_1": 0.0})
@@ -486,7 +484,7 @@ def shrink(model: keras.Model, *, return_report: bool = False):
     True
     """
     check_model(model)
-    if not _is_graph_model(model):
+    if not graph.is_graph_model(model):
         raise TypeError(
             "shrink rebuilds a Sequential or functional model's graph. "
             f"Received: model '{model.name}', a subclassed "

@@ -173,7 +173,7 @@ class SearchResult:
 
     Example:
 
-    >>> from keras_lottery.results import RoundRecord, SearchResult
+    >>> from keras_lottery.search.results import RoundRecord, SearchResult
     >>> result = SearchResult([
     ...     RoundRecord(0, 1.0, {}, {"test_accuracy": 0.97}),
     ...     RoundRecord(1, 0.8, {}, {"test_accuracy": 0.975}),
@@ -315,8 +315,8 @@ class SearchResult:
                 "This result holds no model. Pass the (wrapped) model of the "
                 "same architecture: SearchResult.load(directory, model=...)."
             )
-        from keras_lottery.criteria import set_masks
-        from keras_lottery.model import copy_model
+        from keras_lottery.core.model import copy_model
+        from keras_lottery.pruning.criteria import set_masks
 
         model = copy_model(self._model)
         # The round's masks first: every weight written afterwards is masked

@@ -30,13 +30,13 @@ from collections.abc import Callable, Mapping, Sequence
 import keras
 import numpy as np
 
-from keras_lottery.granularity import Granularity, get_granularity
-from keras_lottery.model import (
+from keras_lottery.core.model import (
     iter_weight_keys,
     output_layer_keys,
     require_wrappers,
 )
-from keras_lottery.wrapper import PrunableWrapper
+from keras_lottery.core.wrapper import PrunableWrapper
+from keras_lottery.pruning.granularity import Granularity, get_granularity
 
 SCOPES = ("layer", "global")
 CRITERIA = ("magnitude", "random")
@@ -57,7 +57,7 @@ def pruned_count(rate: float, remaining: int) -> int:
 
     Example:
 
-    >>> from keras_lottery.criteria import pruned_count
+    >>> from keras_lottery.pruning.criteria import pruned_count
     >>> pruned_count(0.2, 1000), pruned_count(0.5, 3)
     (200, 2)
     """

@@ -13,7 +13,7 @@ flatbuffer back to report, per weight tensor, how it was actually stored:
 - ``dense``: stored as a plain dense array.
 
 Conversion needs TensorFlow. A model on the JAX or PyTorch backend is saved
-as `.keras` and converted by ``python -m keras_lottery.export`` in a child
+as `.keras` and converted by ``python -m keras_lottery.deploy.export`` in a child
 process with ``KERAS_BACKEND=tensorflow``; reading, verifying and timing
 the result only need `ai_edge_litert` and run in the calling process.
 """
@@ -73,7 +73,7 @@ class ExportError(KerasLotteryError, RuntimeError):
 
     Example:
 
-    >>> from keras_lottery.export import ExportError
+    >>> from keras_lottery.deploy.export import ExportError
     >>> ExportError("outputs differ", runtime="xnnpack").runtime
     'xnnpack'
     """
@@ -135,7 +135,7 @@ class TensorEncoding:
 
     Example:
 
-    >>> from keras_lottery.export import TensorEncoding
+    >>> from keras_lottery.deploy.export import TensorEncoding
     >>> t = TensorEncoding("FULLY_CONNECTED", 0, "dense", "w", (4, 8),
     ...                    "float32", "block_sparse", (1, 4), 0.1, 13, False)
     >>> t.describe()
@@ -504,7 +504,7 @@ def read_tflite_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Example:
 
-    >>> from keras_lottery.export import read_tflite_weights
+    >>> from keras_lottery.deploy.export import read_tflite_weights
     >>> read_tflite_weights("model.tflite")  # doctest: +SKIP
     """
     path = _check_path(path, must_exist=True)
@@ -655,7 +655,7 @@ def _check_path(path, *, must_exist: bool = False) -> str:
 
 
 def _check_model(model) -> keras.Model:
-    from keras_lottery.model import check_model, strip, wrappers
+    from keras_lottery.core.model import check_model, strip, wrappers
 
     check_model(model)
     if wrappers(model):
@@ -837,7 +837,7 @@ def _convert_in_child(model, *, variants: dict[str, bool], quantize,
     with tempfile.TemporaryDirectory() as tmp:
         saved = os.path.join(tmp, "model.keras")
         model.save(saved)
-        args = [sys.executable, "-m", "keras_lottery.export", "convert",
+        args = [sys.executable, "-m", "keras_lottery.deploy.export", "convert",
                 saved, "--out-dir", tmp, "--error-file",
                 os.path.join(tmp, "error.json")]
         for name, sparse in variants.items():
@@ -1205,7 +1205,7 @@ class Latency:
 
     Example:
 
-    >>> from keras_lottery.export import Latency
+    >>> from keras_lottery.deploy.export import Latency
     >>> Latency(1, 0.5, 1.0).speedup
     2.0
     """
@@ -1295,8 +1295,8 @@ def benchmark_tflite(
 
 # ------------------------------------------------------------ child process
 def _child_main(argv: Sequence[str] | None = None) -> int:
-    """`python -m keras_lottery.export convert ...` (internal protocol)."""
-    parser = argparse.ArgumentParser(prog="python -m keras_lottery.export")
+    """`python -m keras_lottery.deploy.export convert ...` (internal protocol)."""
+    parser = argparse.ArgumentParser(prog="python -m keras_lottery.deploy.export")
     sub = parser.add_subparsers(dest="command", required=True)
     convert = sub.add_parser("convert")
     convert.add_argument("model")

@@ -27,8 +27,9 @@ import warnings
 import keras
 import numpy as np
 
-from keras_lottery.model import check_model
-from keras_lottery.wrapper import PrunableWrapper
+from keras_lottery._internal import graph
+from keras_lottery.core.model import check_model
+from keras_lottery.core.wrapper import PrunableWrapper
 
 L = keras.layers
 
@@ -94,7 +95,7 @@ def check_block_alignment(
     Example:
 
     >>> import keras, keras_lottery as kl
-    >>> from keras_lottery.xnnpack import check_block_alignment
+    >>> from keras_lottery.deploy.xnnpack import check_block_alignment
     >>> model = kl.wrap(keras.Sequential([keras.Input((8,)),
     ...     keras.layers.Dense(8), keras.layers.Dense(2)]))
     >>> _ = kl.prune(model, 0.5, granularity="block", output_rate=0.5)
@@ -150,7 +151,7 @@ class XnnpackSparseReport:
 
     Example:
 
-    >>> from keras_lottery.xnnpack import XnnpackSparseReport
+    >>> from keras_lottery.deploy.xnnpack import XnnpackSparseReport
     >>> XnnpackSparseReport(False, False, (), (), (), {}, (("c", "5x5"),)).ok
     False
     """
@@ -189,13 +190,11 @@ def _graph(model):
         if id(tensor) in seen:
             continue
         seen.add(id(tensor))
-        history = tensor._keras_history
-        layer = history.operation
+        layer, node = graph.producer(tensor)
         layers[id(layer)] = layer
-        node = layer._inbound_nodes[history.node_index]
         found = producers.setdefault(id(layer), [])
         for inp in node.input_tensors:
-            parent = inp._keras_history.operation
+            parent = graph.operation_of(inp)
             if parent not in found:
                 found.append(parent)
             stack.append(inp)
@@ -295,7 +294,7 @@ def check_xnnpack_sparse(model: keras.Model) -> XnnpackSparseReport:
     Example:
 
     >>> import keras
-    >>> from keras_lottery.xnnpack import check_xnnpack_sparse
+    >>> from keras_lottery.deploy.xnnpack import check_xnnpack_sparse
     >>> x = keras.Input((32, 32, 3))
     >>> h = keras.layers.ZeroPadding2D(1)(x)
     >>> h = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(h)
@@ -339,7 +338,7 @@ def check_xnnpack_sparse(model: keras.Model) -> XnnpackSparseReport:
         return isinstance(_inner(layer), (L.Conv1D, L.Conv2D, L.Conv3D,
                                           L.Dense))
 
-    inputs = [t._keras_history.operation for t in model.inputs]
+    inputs = [graph.operation_of(t) for t in model.inputs]
     starts = search(
         inputs, lambda lyr: _is_stem(lyr, producers) or conv_like(lyr),
         lambda lyr: consumers.get(id(lyr), []),
@@ -356,7 +355,7 @@ def check_xnnpack_sparse(model: keras.Model) -> XnnpackSparseReport:
             "starts with a Conv2D 3x3 stride 2 on 3 channels, padding "
             "'valid' after ZeroPadding2D(((1, 1), (1, 1)))")))
     starts = [s for s in starts if _is_stem(s, producers)]
-    outputs = [t._keras_history.operation for t in model.outputs]
+    outputs = [graph.operation_of(t) for t in model.outputs]
     ends = search(
         outputs,
         lambda lyr: isinstance(lyr, L.GlobalAveragePooling2D),

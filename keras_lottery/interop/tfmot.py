@@ -21,8 +21,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_lottery.criteria import set_masks
-from keras_lottery.model import wrap, wrappers
+from keras_lottery.core.model import wrap, wrappers
+from keras_lottery.pruning.criteria import set_masks
 
 #: Layer types `from_tfmot` rebuilds (their tf_keras configs load in Keras 3).
 SUPPORTED_LAYERS = (
@@ -363,7 +363,7 @@ def from_tfmot(path: str | os.PathLike, *, timeout: float = 600.0) -> keras.Mode
 
     Example:
 
-    >>> from keras_lottery.tfmot import from_tfmot
+    >>> from keras_lottery.interop.tfmot import from_tfmot
     >>> from_tfmot("no_such_model.h5")
     Traceback (most recent call last):
       ...

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_lottery.results import RoundRecord, SearchResult, text_table
+from keras_lottery.search.results import RoundRecord, SearchResult, text_table
 
 # Digits of the remaining fraction that decide which rounds share a level.
 _LEVEL_DIGITS = 9
@@ -137,7 +137,7 @@ def run_trials(
     Example:
 
     >>> from pathlib import Path
-    >>> from keras_lottery.trials import run_trials
+    >>> from keras_lottery.search.trials import run_trials
     >>> _ = Path("trial.py").write_text('''
     ... import argparse, keras, numpy as np, keras_lottery as kl
     ... parser = argparse.ArgumentParser()
@@ -274,8 +274,8 @@ class MergedResult(SearchResult):
 
     Example:
 
-    >>> from keras_lottery.results import RoundRecord, SearchResult
-    >>> from keras_lottery.trials import merge_results
+    >>> from keras_lottery.search.results import RoundRecord, SearchResult
+    >>> from keras_lottery.search.trials import merge_results
     >>> def search(a, b):
     ...     return SearchResult([RoundRecord(0, 1.0, {}, {"accuracy": a}),
     ...                          RoundRecord(1, 0.8, {}, {"accuracy": b})])
@@ -430,8 +430,8 @@ def merge_results(
 
     Example:
 
-    >>> from keras_lottery.results import RoundRecord, SearchResult
-    >>> from keras_lottery.trials import merge_results
+    >>> from keras_lottery.search.results import RoundRecord, SearchResult
+    >>> from keras_lottery.search.trials import merge_results
     >>> one = SearchResult([RoundRecord(0, 1.0, {}, {"loss": 0.5})])
     >>> two = SearchResult([RoundRecord(0, 1.0, {}, {"loss": 0.7})])
     >>> print(merge_results([one, two]).table())

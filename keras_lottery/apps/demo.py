@@ -14,7 +14,7 @@ Runs, on MNIST-1D (generated locally) or real MNIST:
 
 Usage::
 
-    python -m keras_lottery.demo [--dataset mnist1d|mnist] [--data PATH]
+    python -m keras_lottery.apps.demo [--dataset mnist1d|mnist] [--data PATH]
         [--rounds N] [--backend jax|tensorflow|torch] [--output DIR] [--quick]
 
 The default run (MNIST-1D, JAX) takes a few minutes on a laptop CPU;
@@ -110,7 +110,7 @@ def select_backend(requested: str | None, argv: Sequence[str]) -> str:
 
     Keras reads KERAS_BACKEND once, when imported, so switching means
     starting again: the process is replaced by
-    `python -m keras_lottery.demo <argv>` with KERAS_BACKEND set.
+    `python -m keras_lottery.apps.demo <argv>` with KERAS_BACKEND set.
 
     Args:
         requested: `--backend`, or None for $KERAS_BACKEND, else "jax".
@@ -136,7 +136,7 @@ def select_backend(requested: str | None, argv: Sequence[str]) -> str:
     sys.stdout.flush()
     os.execve(
         sys.executable,
-        [sys.executable, "-m", "keras_lottery.demo", *argv],
+        [sys.executable, "-m", "keras_lottery.apps.demo", *argv],
         env,
     )
     raise AssertionError("unreachable")  # pragma: no cover
@@ -144,7 +144,7 @@ def select_backend(requested: str | None, argv: Sequence[str]) -> str:
 
 def load_data(dataset: str, path: Path | None, quick: bool):
     """The demo's data: MNIST-1D generated here, or MNIST from a file."""
-    from keras_lottery.data import load_mnist, load_mnist1d
+    from keras_lottery.apps.data import load_mnist, load_mnist1d
 
     data = load_mnist1d(seed=42) if dataset == "mnist1d" else load_mnist(path)
     if quick:
@@ -171,7 +171,7 @@ def run_search(data, *, rounds: int, settings: dict, seed: int, verbose: int = 1
     import keras
 
     import keras_lottery as kl
-    from keras_lottery.data import iteration_batches
+    from keras_lottery.apps.data import iteration_batches
 
     keras.utils.set_random_seed(seed)
     model = kl.wrap(build_mlp(data.input_shape[0], settings["hidden"]))
@@ -206,7 +206,7 @@ def export_ticket(ticket, dense, data, output: Path, *, quick: bool) -> dict:
     dense; the figures compare the two files.
     """
     import keras_lottery as kl
-    from keras_lottery.export import benchmark_tflite, export_tflite
+    from keras_lottery.deploy.export import benchmark_tflite, export_tflite
 
     sample = data.x_test[:8]
     ticket_path = output / "winning_ticket.tflite"
@@ -338,7 +338,7 @@ def run(args) -> DemoFiles:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m keras_lottery.demo` and `keras-lottery demo`.
+    """Entry point of `python -m keras_lottery.apps.demo` and `keras-lottery demo`.
 
     Args:
         argv: Command-line arguments (without the program name); `sys.argv`
@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Example:
 
-    >>> from keras_lottery.demo import main
+    >>> from keras_lottery.apps.demo import main
     >>> main(["--quick", "--output", "/tmp/demo"])  # doctest: +SKIP
     0
     """

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 
 import keras
 
-from keras_lottery.criteria import Criterion, Group, _check_rate, prune
-from keras_lottery.model import require_wrappers, summary
-from keras_lottery.rewind import checkpoint, reset_optimizer, rewind
+from keras_lottery.core.model import require_wrappers, summary
+from keras_lottery.core.rewind import checkpoint, reset_optimizer, rewind
+from keras_lottery.pruning.criteria import Criterion, Group, _check_rate, prune
 
 
 def check_rewind_to(rewind_to) -> str | int | None:

@@ -1,0 +1,1 @@
+"""_internal layer."""
