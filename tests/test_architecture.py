@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "keras_lottery"
 LAYERS = ["_internal", "core", "pruning", "search", "deploy", "interop", "apps"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 RANK["errors"] = 0  # the exception base, importable by every layer
+RANK[None] = RANK["apps"]  # the package root (public API): apps use it
 KERAS_INTERNALS = ("keras.src", "_keras_history", "_inbound_nodes",
                    "_flatten_layers")
 MAX_LINES = 450
@@ -26,7 +27,7 @@ NOT_YET_SPLIT = {
     "keras_lottery.deploy.export", "keras_lottery.deploy.shrink",
     "keras_lottery.pruning.criteria", "keras_lottery.pruning.granularity",
     "keras_lottery.search.lottery", "keras_lottery.search.results",
-    "keras_lottery.search.trials", "keras_lottery.apps.demo",
+    "keras_lottery.search.trials",
 }
 
 
