@@ -26,30 +26,28 @@ _EXPORTS: dict[str, str] = {
     "register_prunable": "keras_lottery.core.registry",
     "prunable_weights": "keras_lottery.core.registry",
     "PrunableWrapper": "keras_lottery.core.wrapper",
-    "wrap": "keras_lottery.core.model",
-    "strip": "keras_lottery.core.model",
-    "coverage": "keras_lottery.core.model",
-    "load_model": "keras_lottery.core.model",
-    "summary": "keras_lottery.core.model",
-    "PruningSummary": "keras_lottery.core.model",
-    "WeightSummary": "keras_lottery.core.model",
+    "wrap": "keras_lottery.core.wrap",
+    "strip": "keras_lottery.core.copy",
+    "coverage": "keras_lottery.core.summary",
+    "load_model": "keras_lottery.core.saving",
+    "summary": "keras_lottery.core.summary",
+    "PruningSummary": "keras_lottery.core.summary",
+    "WeightSummary": "keras_lottery.core.summary",
     "capture_init": "keras_lottery.core.rewind",
     "checkpoint": "keras_lottery.core.rewind",
     "rewind": "keras_lottery.core.rewind",
     "reset_optimizer": "keras_lottery.core.rewind",
     # pruning: criteria, granularity, masks, gradual pruning
-    "prune": "keras_lottery.pruning.criteria",
-    "Group": "keras_lottery.pruning.criteria",
-    "PruneReport": "keras_lottery.pruning.criteria",
-    "get_masks": "keras_lottery.pruning.criteria",
-    "set_masks": "keras_lottery.pruning.criteria",
-    "shuffle_masks": "keras_lottery.pruning.criteria",
+    "prune": "keras_lottery.pruning.prune",
+    "Group": "keras_lottery.pruning.report",
+    "PruneReport": "keras_lottery.pruning.report",
+    "get_masks": "keras_lottery.pruning.masks",
+    "set_masks": "keras_lottery.pruning.masks",
+    "shuffle_masks": "keras_lottery.pruning.masks",
     "Granularity": "keras_lottery.pruning.granularity",
     "BlockGranularity": "keras_lottery.pruning.granularity",
     "ChannelGranularity": "keras_lottery.pruning.granularity",
     "NMGranularity": "keras_lottery.pruning.granularity",
-    "NMReport": "keras_lottery.pruning.granularity",
-    "check_n_m": "keras_lottery.pruning.granularity",
     "GradualPruning": "keras_lottery.pruning.gradual",
     "PruningSchedule": "keras_lottery.pruning.gradual",
     "PolynomialDecay": "keras_lottery.pruning.gradual",
@@ -74,12 +72,14 @@ _EXPORTS: dict[str, str] = {
     "check_block_alignment": "keras_lottery.deploy.xnnpack",
     "check_xnnpack_sparse": "keras_lottery.deploy.xnnpack",
     "XnnpackSparseReport": "keras_lottery.deploy.xnnpack",
-    "export_tflite": "keras_lottery.deploy.export",
-    "ExportReport": "keras_lottery.deploy.export",
-    "ExportError": "keras_lottery.deploy.export",
-    "inspect_tflite": "keras_lottery.deploy.export",
-    "read_tflite_weights": "keras_lottery.deploy.export",
-    "benchmark_tflite": "keras_lottery.deploy.export",
+    "NMReport": "keras_lottery.deploy.nm",
+    "check_n_m": "keras_lottery.deploy.nm",
+    "export_tflite": "keras_lottery.deploy.tflite.export",
+    "ExportReport": "keras_lottery.deploy.tflite.report",
+    "ExportError": "keras_lottery.deploy.tflite.report",
+    "inspect_tflite": "keras_lottery.deploy.tflite.interpreter",
+    "read_tflite_weights": "keras_lottery.deploy.tflite.flatbuffer",
+    "benchmark_tflite": "keras_lottery.deploy.tflite.benchmark",
     # interop and apps
     "from_tfmot": "keras_lottery.interop.tfmot",
     "load_mnist": "keras_lottery.apps.data",
@@ -111,15 +111,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and the API docs
         load_mnist,
         load_mnist1d,
     )
-    from keras_lottery.core.model import (
-        PruningSummary,
-        WeightSummary,
-        coverage,
-        load_model,
-        strip,
-        summary,
-        wrap,
-    )
+    from keras_lottery.core.copy import strip
     from keras_lottery.core.registry import prunable_weights, register_prunable
     from keras_lottery.core.rewind import (
         capture_init,
@@ -127,16 +119,22 @@ if TYPE_CHECKING:  # the same names, for type checkers and the API docs
         reset_optimizer,
         rewind,
     )
-    from keras_lottery.core.wrapper import PrunableWrapper
-    from keras_lottery.deploy.export import (
-        ExportError,
-        ExportReport,
-        benchmark_tflite,
-        export_tflite,
-        inspect_tflite,
-        read_tflite_weights,
+    from keras_lottery.core.saving import load_model
+    from keras_lottery.core.summary import (
+        PruningSummary,
+        WeightSummary,
+        coverage,
+        summary,
     )
+    from keras_lottery.core.wrap import wrap
+    from keras_lottery.core.wrapper import PrunableWrapper
+    from keras_lottery.deploy.nm import NMReport, check_n_m
     from keras_lottery.deploy.shrink import ShrinkError, ShrinkReport, shrink
+    from keras_lottery.deploy.tflite.benchmark import benchmark_tflite
+    from keras_lottery.deploy.tflite.export import export_tflite
+    from keras_lottery.deploy.tflite.flatbuffer import read_tflite_weights
+    from keras_lottery.deploy.tflite.interpreter import inspect_tflite
+    from keras_lottery.deploy.tflite.report import ExportError, ExportReport
     from keras_lottery.deploy.xnnpack import (
         XnnpackSparseReport,
         check_block_alignment,
@@ -144,14 +142,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and the API docs
     )
     from keras_lottery.errors import KerasLotteryError
     from keras_lottery.interop.tfmot import from_tfmot
-    from keras_lottery.pruning.criteria import (
-        Group,
-        PruneReport,
-        get_masks,
-        prune,
-        set_masks,
-        shuffle_masks,
-    )
     from keras_lottery.pruning.gradual import (
         ConstantSparsity,
         GradualPruning,
@@ -165,9 +155,10 @@ if TYPE_CHECKING:  # the same names, for type checkers and the API docs
         ChannelGranularity,
         Granularity,
         NMGranularity,
-        NMReport,
-        check_n_m,
     )
+    from keras_lottery.pruning.masks import get_masks, set_masks, shuffle_masks
+    from keras_lottery.pruning.prune import prune
+    from keras_lottery.pruning.report import Group, PruneReport
     from keras_lottery.search.lottery import SearchError, lottery_search
     from keras_lottery.search.results import RoundRecord, SearchResult
     from keras_lottery.search.schedule import (

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lottery import demo
+from keras_lottery.apps import demo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

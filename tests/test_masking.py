@@ -13,7 +13,7 @@ import pytest
 from keras import ops
 
 import keras_lottery as kl
-from keras_lottery import _masking
+from keras_lottery._internal import masking as _masking
 from keras_lottery.core.model import wrappers
 
 

@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 import keras_lottery as kl
-from keras_lottery import registry
+from keras_lottery.core import registry
 from keras_lottery.core.model import wrappers
 
 # ------------------------------------------------------------ built-ins
