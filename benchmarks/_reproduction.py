@@ -139,7 +139,7 @@ def plot(
     dense = series(runs, metric)[0][1]
     ax.axhline(100 * dense, color="gray", linestyle=":", label="dense (mean)")
     xs = [r[0] for r in series(runs, metric)]
-    from keras_lottery.search.results import percent_remaining_axis  # after the backend
+    from keras_lottery.search.plot import percent_remaining_axis  # after the backend
 
     percent_remaining_axis(ax, xs, max_ticks=9)
     ax.set_xlabel("% of weights remaining (log scale)")
@@ -177,7 +177,7 @@ def plot_early_stop(
         name = labels.get(control or "ticket", control or "ticket")
         if pts:
             ax.plot(*zip(*pts), style, color=f"C{i}", label=name, markersize=4)
-    from keras_lottery.search.results import percent_remaining_axis  # after the backend
+    from keras_lottery.search.plot import percent_remaining_axis  # after the backend
 
     percent_remaining_axis(ax, xs, max_ticks=9)
     ax.set_xlabel("% of weights remaining (log scale)")

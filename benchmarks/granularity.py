@@ -156,7 +156,7 @@ def plot(results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from keras_lottery.search.results import percent_remaining_axis  # after the backend
+    from keras_lottery.search.plot import percent_remaining_axis  # after the backend
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     plotted = []

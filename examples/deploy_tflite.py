@@ -104,7 +104,7 @@ def search_block_ticket(data, *, rounds, target_sparsity, epochs, seed):
 
 def latency_table(rows) -> str:
     """The side-by-side latency table, one line per file and batch size."""
-    from keras_lottery.search.results import text_table
+    from keras_lottery._internal.io import text_table
 
     table, dense_best = [], {}
     for name, latencies in rows:  # dense first

@@ -61,10 +61,10 @@ _EXPORTS: dict[str, str] = {
     "lottery_search": "keras_lottery.search.lottery",
     "SearchError": "keras_lottery.search.lottery",
     "SearchResult": "keras_lottery.search.results",
-    "RoundRecord": "keras_lottery.search.results",
+    "RoundRecord": "keras_lottery.search.records",
     "run_trials": "keras_lottery.search.trials",
-    "merge_results": "keras_lottery.search.trials",
-    "MergedResult": "keras_lottery.search.trials",
+    "merge_results": "keras_lottery.search.merge",
+    "MergedResult": "keras_lottery.search.merge",
     # deploy: smaller and faster models
     "shrink": "keras_lottery.deploy.shrink",
     "ShrinkReport": "keras_lottery.deploy.shrink",
@@ -160,10 +160,12 @@ if TYPE_CHECKING:  # the same names, for type checkers and the API docs
     from keras_lottery.pruning.prune import prune
     from keras_lottery.pruning.report import Group, PruneReport
     from keras_lottery.search.lottery import SearchError, lottery_search
-    from keras_lottery.search.results import RoundRecord, SearchResult
+    from keras_lottery.search.merge import MergedResult, merge_results
+    from keras_lottery.search.records import RoundRecord
+    from keras_lottery.search.results import SearchResult
     from keras_lottery.search.schedule import (
         EarlyStopReadout,
         LotterySchedule,
         RewindCheckpoint,
     )
-    from keras_lottery.search.trials import MergedResult, merge_results, run_trials
+    from keras_lottery.search.trials import run_trials

@@ -26,8 +26,6 @@ NOT_YET_SPLIT = {
     "keras_lottery.core.model", "keras_lottery.core.wrapper",
     "keras_lottery.deploy.export", "keras_lottery.deploy.shrink",
     "keras_lottery.pruning.criteria", "keras_lottery.pruning.granularity",
-    "keras_lottery.search.lottery", "keras_lottery.search.results",
-    "keras_lottery.search.trials",
 }
 
 

@@ -16,7 +16,8 @@ import pytest
 from conftest import ROOT
 
 import keras_lottery as kl
-from keras_lottery.pruning.criteria import pruned_count
+from keras_lottery.core.model import wrappers
+from keras_lottery.pruning.report import pruned_count
 
 
 def data(n=96, seed=0):
@@ -77,10 +78,10 @@ def test_search_follows_the_rate_and_tickets_reproduce_masks():
     for key, mask in kl.get_masks(ticket).items():
         np.testing.assert_array_equal(mask, result.masks(2)[key])
     # The ticket sits at theta_0 (pruned weights at 0.0), ready to train.
-    theta0 = result._rewind_weights
+    theta0 = result._kept.rewind_point()
     masks = {
         id(w.prunable_variable(n)): w.get_mask(n)
-        for w in kl.model.wrappers(ticket).values() for n in w.weight_names
+        for w in wrappers(ticket).values() for n in w.weight_names
     }
     for a, v in zip(theta0, ticket.trainable_weights):
         expected = np.where(masks[id(v)] > 0, a, 0.0) if id(v) in masks else a

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
+from keras_lottery.search.merge import MergedResult, merge_results
 from keras_lottery.search.results import RoundRecord, SearchResult
-from keras_lottery.search.trials import MergedResult, merge_results, run_trials
+from keras_lottery.search.trials import run_trials
 
 
 def _search(accuracies, remaining=(1.0, 0.8, 0.64), seed=None, controls=None):

@@ -1,49 +1,37 @@
-"""`lottery_search`: iterative magnitude pruning, round by round, resumable."""
+"""`lottery_search`: iterative magnitude pruning, round by round, resumable.
+
+The steps live in their own modules: the arguments (`search/arguments.py`),
+the rate (`search/rates.py`), calling `fit_fn` (`search/fit.py`), the
+search directory (`search/directory.py`), and pruning between rounds
+(`keras_lottery.pruning.cycle.prune_and_rewind`). This module runs the
+rounds.
+"""
 
 from __future__ import annotations
 
-import inspect
-import json
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from keras_lottery.core.model import (
-    copy_model,
-    iter_weight_keys,
-    require_wrappers,
-    summary,
-)
-from keras_lottery.core.rewind import (
-    get_rewind_point,
-    reset_optimizer,
-    rewind,
-    set_rewind_point,
-)
+from keras_lottery.core.copy import copy_model
+from keras_lottery.core.model import iter_weight_keys, require_wrappers
+from keras_lottery.core.rewind import get_rewind_point, rewind, set_rewind_point
+from keras_lottery.core.summary import summary
 from keras_lottery.errors import KerasLotteryError
-from keras_lottery.pruning.criteria import (
-    _check_rate,
-    _resolve_pools,
-    pruned_count,
-    shuffle_masks,
-)
-from keras_lottery.pruning.criteria import prune as _prune
-from keras_lottery.pruning.granularity import get_granularity
-from keras_lottery.search.results import (
-    RoundRecord,
-    SearchResult,
-    atomic_save_arrays,
-    atomic_write_text,
-    load_arrays,
-)
-from keras_lottery.search.schedule import RewindCheckpoint, check_rewind_to
+from keras_lottery.pruning.cycle import prune_and_rewind
+from keras_lottery.pruning.masks import shuffle_masks
+from keras_lottery.search import arguments
+from keras_lottery.search.directory import SearchDirectory
+from keras_lottery.search.fit import train
+from keras_lottery.search.rates import search_rate
+from keras_lottery.search.records import RoundRecord
+from keras_lottery.search.results import SearchResult
+from keras_lottery.search.schedule import RewindCheckpoint
 
-CONTROLS = ("reinit", "random_prune")
+__all__ = ["SearchError", "copy_model", "lottery_search"]
 
 
 class SearchError(KerasLotteryError, RuntimeError):
@@ -52,6 +40,18 @@ class SearchError(KerasLotteryError, RuntimeError):
     Attributes:
         round: The round that failed.
         result: A `SearchResult` of the rounds that finished.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([keras.Input((2,)),
+    ...                                   keras.layers.Dense(1)]))
+    >>> model.compile("sgd", "mse")
+    >>> try:
+    ...     kl.lottery_search(model, lambda m: None, rounds=1, verbose=0)
+    ... except kl.SearchError as error:
+    ...     print(error.round, len(error.result))
+    0 0
     """
 
     def __init__(self, message: str, round: int, result: SearchResult):
@@ -60,164 +60,10 @@ class SearchError(KerasLotteryError, RuntimeError):
         self.result = result
 
 
-# ------------------------------------------------------------------ helpers
-def _seed_everything(seed: int | None, *parts: int) -> None:
-    if seed is not None:
-        keras.utils.set_random_seed(_derive(seed, *parts))
-
-
 def _derive(seed: int | None, *parts: int) -> int | None:
     if seed is None:
         return None
     return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0] >> 1)
-
-
-def _callbacks_call(fit_fn) -> str | None:
-    """How `fit_fn` takes the search's callbacks, if it does.
-
-    A parameter named `callbacks` gets them by keyword; otherwise a required
-    second positional parameter (or `*args`) gets them by position, and a
-    `**kwargs` by the keyword `callbacks`. A second parameter with a default
-    and another name, `fit_fn(model, epochs=3)`, is the user's own: it is
-    left alone. Returns "keyword", "positional" or None (call `fit_fn(model)`).
-    """
-    try:
-        params = list(inspect.signature(fit_fn).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if any(p.name == "callbacks" and p.kind != p.POSITIONAL_ONLY for p in params):
-        return "keyword"
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    if len(positional) >= 2 and positional[1].default is inspect.Parameter.empty:
-        return "positional"
-    if len(positional) < 2 and any(p.kind == p.VAR_POSITIONAL for p in params):
-        return "positional"
-    if any(p.kind == p.VAR_KEYWORD for p in params):
-        return "keyword"
-    return None
-
-
-def _signature(fn) -> str:
-    try:
-        return str(inspect.signature(fn))
-    except (TypeError, ValueError):
-        return "(...)"
-
-
-def _parse_fit_output(output, round: int, what: str) -> tuple[dict, int | None]:
-    """Metrics and early-stop epoch from a History or a dict of metrics."""
-    if isinstance(output, keras.callbacks.History):
-        history = output.history
-    elif isinstance(output, Mapping):
-        history = dict(output)
-    else:
-        raise TypeError(
-            f"Round {round}: {what} must return a keras History (what "
-            "model.fit returns) or a dict of metrics. Received: "
-            f"{type(output).__name__}. End fit_fn with `return model.fit(...)`."
-        )
-    early_stop = history.pop("early_stop", None)
-    metrics = {}
-    for key, value in history.items():
-        if isinstance(value, (list, tuple)):
-            if not value:
-                continue
-            series = [float(v) for v in value]
-            value = series[-1]
-            if key == "val_loss" and early_stop is None:
-                finite = [v if math.isfinite(v) else math.inf for v in series]
-                early_stop = int(np.argmin(finite)) + 1
-        try:
-            metrics[str(key)] = float(value)
-        except (TypeError, ValueError):
-            continue
-    if not metrics:
-        raise ValueError(
-            f"Round {round}: {what} returned no metrics. Return "
-            "model.fit(...)'s History or a dict such as {'accuracy': 0.97}."
-        )
-    if "loss" in metrics and not math.isfinite(metrics["loss"]):
-        raise FloatingPointError(
-            f"Round {round}: training produced a non-finite loss "
-            f"({metrics['loss']}). Lower the learning rate or check the data."
-        )
-    return metrics, None if early_stop is None else int(early_stop)
-
-
-def _layer_counts(model) -> dict[str, list[int]]:
-    return {
-        key: [int(np.count_nonzero(w.get_mask(n))), int(np.prod(w.get_mask(n).shape))]
-        for key, w, n in iter_weight_keys(require_wrappers(model))
-    }
-
-
-def derive_rate(
-    model: keras.Model,
-    rounds: int,
-    target_sparsity: float,
-    *,
-    scope: str = "layer",
-    output_rate_factor: float = 0.5,
-    prune_options: Mapping | None = None,
-) -> float:
-    """The per-round rate whose `rounds` rounds land on `target_sparsity`.
-
-    Accounts for the output layers' lower rate (`output_rate_factor` times
-    the rate) and the exact rounding of `prune`, which counts units of the
-    granularity (weights, blocks, channels); solved by bisection for the
-    smallest rate that reaches the target. Exact where a pool's units are
-    all the same size (weights; layer-scope channels; blocks that tile the
-    kernel). Otherwise (edge blocks, a global pool of channels of different
-    sizes) units are counted at their mean size, since which ones go
-    depends on the weights, and the search can land a little off target.
-    """
-    entries = list(iter_weight_keys(require_wrappers(model)))
-    options = dict(prune_options or {})
-    units = get_granularity(
-        options.get("granularity", "weight"),
-        block_shape=options.get("block_shape"), norm=options.get("norm"),
-    )
-    alive_units, alive_weights, total = {}, {}, 0
-    for key, wrapper, name in entries:
-        mask = np.asarray(wrapper.get_mask(name))
-        _, alive = units.reduce(mask, mask, key)
-        alive_units[key] = int(np.count_nonzero(alive))
-        alive_weights[key] = int(np.count_nonzero(mask))
-        total += mask.size
-
-    def sparsity_after(rate):
-        assignment, _ = _resolve_pools(
-            model, entries, rate, scope,
-            None if output_rate_factor is None else output_rate_factor * rate,
-            options.get("rates"), options.get("groups"),
-        )
-        pools: dict[str, list] = {}
-        for key, _, _ in entries:
-            pools.setdefault(assignment[key][0], []).append(key)
-        remaining = 0.0
-        for keys in pools.values():
-            n = sum(alive_units[k] for k in keys)
-            size = sum(alive_weights[k] for k in keys) / n if n else 0.0
-            for _ in range(rounds):
-                n -= pruned_count(assignment[keys[0]][1], n)
-            remaining += n * size
-        return 1 - remaining / total
-
-    lo, hi = 0.0, 0.999999
-    if sparsity_after(hi) < target_sparsity:
-        raise ValueError(
-            f"target_sparsity={target_sparsity} cannot be reached in "
-            f"{rounds} rounds. Use more rounds."
-        )
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if sparsity_after(mid) < target_sparsity:
-            lo = mid
-        else:
-            hi = mid
-    return hi
 
 
 def _format_seconds(seconds: float) -> str:
@@ -229,80 +75,189 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-# ------------------------------------------------------------- directory
-class _Directory:
-    """The files of a search: one atomic commit per finished round."""
+class _Search:
+    """One run of `lottery_search`: its state, and one method per step."""
 
-    def __init__(self, path):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+    def __init__(self, model, fit_fn, eval_fn, args, options, store, verbose):
+        self.model, self.fit_fn, self.eval_fn = model, fit_fn, eval_fn
+        self.args, self.options, self.store = args, options, store
+        self.verbose = verbose
+        self.found = require_wrappers(model)
+        self.records: list[RoundRecord] = []
+        self.masks: dict[int, dict] = {}
+        self.weights: dict[int, list] = {}
+        self.rewind_values: list[np.ndarray] | None = None
+        self.late = isinstance(args["rewind_to"], int)
+        self.began = time.perf_counter()
+        self.done_here = 0
 
-    def check_args(self, args: dict) -> bool:
-        """True if a search with these args exists here (to resume)."""
-        meta = self.path / "search.json"
-        canonical = json.loads(json.dumps(args))
-        if meta.exists():
-            saved = json.loads(meta.read_text(encoding="utf-8"))
-            if saved != canonical:
-                diff = sorted(
-                    k for k in set(saved) | set(canonical)
-                    if saved.get(k) != canonical.get(k)
-                )
-                details = ", ".join(
-                    f"{k}: saved {saved.get(k)!r} vs now {canonical.get(k)!r}"
-                    for k in diff
-                )
-                raise ValueError(
-                    f"{self.path} holds a search with different arguments "
-                    f"({details}). Resume it with the same arguments, or "
-                    "choose another directory; nothing was overwritten."
-                )
-            return True
-        if any(self.path.glob("round_*.json")):
+    # ------------------------------------------------------------ state
+    def result(self) -> SearchResult:
+        return SearchResult(
+            self.records, self.args, masks=self.masks, weights=self.weights,
+            rewind_weights=self.rewind_values, model=self.model,
+            directory=None if self.store is None else self.store.path,
+        )
+
+    def resume(self) -> int:
+        """Restores the last finished round of the directory into the
+        model; returns the round to run next."""
+        if self.store is None or not self.store.start(self.args):
+            return 0
+        finished = self.store.finished_rounds()
+        if not finished:
+            return 0
+        self.records = self.store.read_records()
+        weights = self.store.read_weights(finished[-1])
+        shapes = [tuple(w.shape) for w in self.model.weights]
+        if weights is None or [w.shape for w in weights] != shapes:
             raise ValueError(
-                f"{self.path} holds round files but no search.json; refusing "
-                "to overwrite them. Choose an empty directory."
+                f"{self.store.path}: the weights of round {finished[-1]} do not "
+                f"fit model '{self.model.name}' ({len(shapes)} weights here, "
+                f"{'none' if weights is None else len(weights)} saved). Resume "
+                "with the model the search was started with."
             )
-        atomic_write_text(meta, json.dumps(canonical, indent=2))
-        return False
+        self.model.set_weights(weights)
+        self.rewind_values = self.store.read_rewind()
+        set_rewind_point(self.model, self.rewind_values,
+                         to="checkpoint" if self.late else "init")
+        if self.verbose:
+            print(
+                f"lottery_search: resuming {self.store.path} after round "
+                f"{finished[-1]} ({100 * self.records[-1].remaining:.2f}% of "
+                "weights remaining)."
+            )
+        return finished[-1] + 1
 
-    def finished_rounds(self) -> list[int]:
-        return sorted(
-            int(p.name[6:9]) for p in self.path.glob("round_[0-9][0-9][0-9].json")
+    def finished(self, r: int) -> bool:
+        rounds, target = self.args["rounds"], self.args["target_sparsity"]
+        if rounds is not None:
+            return r > rounds
+        reached = bool(self.records) and (
+            1 - self.records[-1].remaining >= target - 1e-12
+        )
+        return reached or r > 10_000
+
+    # ---------------------------------------------------------- training
+    def train(self, model, r: int, what: str, seed_part: int, capture=None):
+        """`fit_fn` and `eval_fn` on `model`; a failure is a SearchError
+        naming the round, with the rounds finished so far."""
+        seed = self.args["seed"]
+        if seed is not None:
+            keras.utils.set_random_seed(_derive(seed, r, seed_part))
+        try:
+            return train(self.fit_fn, model, round=r, what=what,
+                         callbacks=[] if capture is None else [capture],
+                         eval_fn=self.eval_fn)
+        except Exception as error:
+            saved = (
+                f" Rounds 0-{r - 1} are saved in {self.store.path}; rerun to "
+                "resume." if self.store is not None and r > 0 else ""
+            )
+            raise SearchError(
+                f"lottery_search failed in round {r} ({what}): "
+                f"{type(error).__name__}: {error}.{saved}",
+                r, self.result(),
+            ) from error
+
+    def train_round_0(self):
+        """Trains the dense network and keeps the rewind point."""
+        step = self.args["rewind_to"]
+        capture = RewindCheckpoint(step) if self.late else None
+        metrics, early = self.train(self.model, 0, "fit_fn", 0, capture)
+        if capture is not None and not capture.taken:
+            raise SearchError(
+                f"lottery_search: round 0 ended before step {step}, so there "
+                "is no rewind point. Pass `callbacks` to model.fit in fit_fn, "
+                "or choose a smaller step.",
+                0, self.result(),
+            )
+        self.rewind_values = get_rewind_point(
+            self.model, "checkpoint" if self.late else "init")
+        if self.store is not None:
+            self.store.save_rewind(self.rewind_values)
+        return metrics, early
+
+    def train_controls(self, r: int, record: RoundRecord, starts: dict) -> None:
+        """Trains each control from its copy of the round's start."""
+        seed = self.args["seed"]
+        for i, (name, control) in enumerate(starts.items()):
+            if self.model.compiled and not control.compiled:
+                control.compile_from_config(self.model.get_compile_config())
+            if name == "reinit":
+                rewind(control, "random", seed=_derive(seed, r, 10 + i))
+            else:
+                shuffle_masks(control, seed=_derive(seed, r, 10 + i))
+            record.controls[name], record.controls_early_stop[name] = self.train(
+                control, r, f"control {name!r}", 1 + i
+            )
+
+    def run_round(self, r: int) -> RoundRecord:
+        t0 = time.perf_counter()
+        args = self.args
+        if r > 0:
+            prune_and_rewind(self.model, args["rate"], rewind_to=args["rewind_to"],
+                             seed=_derive(args["seed"], r, 0), **self.options)
+        masks = {k: w.get_mask(n) for k, w, n in iter_weight_keys(self.found)}
+        wanted = args.get("control_rounds")
+        controlled = r > 0 and (wanted is None or r in wanted)
+        starts = (
+            {c: copy_model(self.model) for c in args["control"]} if controlled else {}
+        )
+        if r == 0:
+            metrics, early = self.train_round_0()
+        else:
+            metrics, early = self.train(self.model, r, "fit_fn", 0)
+        record = RoundRecord(
+            round=r,
+            remaining=1 - summary(self.model, print_fn=None).sparsity,
+            layers={k: [int(np.count_nonzero(m)), int(np.size(m))]
+                    for k, m in masks.items()},
+            metrics=metrics,
+            early_stop=early,
+        )
+        self.train_controls(r, record, starts)
+        record.seconds = time.perf_counter() - t0
+        self.records.append(record)
+        if self.store is not None:
+            self.store.save_round(record, self.model.get_weights(), masks)
+        else:
+            self.masks[r] = {k: v.astype(bool) for k, v in masks.items()}
+            self.weights[r] = self.model.get_weights()
+        self.done_here += 1
+        return record
+
+    def report(self, record: RoundRecord) -> None:
+        """One line per round: % remaining, metrics, controls, time, ETA."""
+        rounds = self.args["rounds"]
+        elapsed = time.perf_counter() - self.began
+        left = (rounds - record.round) if rounds is not None else None
+        eta = (f", ~{_format_seconds(elapsed / self.done_here * left)} left"
+               if left else "")
+        shown = ", ".join(
+            f"{k}={v:.4f}" for k, v in record.metrics.items()
+            if "acc" in k or k in ("loss", "val_loss")
+        )
+        controls = "".join(
+            f" | {c}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if "acc" in k)
+            for c, m in record.controls.items()
+        )
+        total = "" if rounds is None else f"/{rounds}"
+        print(
+            f"round {record.round}{total}: {100 * record.remaining:6.2f}% "
+            f"remaining | {shown}{controls} | {record.seconds:.1f}s{eta}"
         )
 
-    def save_round(self, record: RoundRecord, model, masks) -> None:
-        stem = self.path / f"round_{record.round:03d}"
-        atomic_save_arrays(
-            f"{stem}.masks.npz", {k: v.astype(bool) for k, v in masks.items()}
-        )
-        weights = model.get_weights()
-        atomic_save_arrays(
-            f"{stem}.weights.npz", {f"w{i}": w for i, w in enumerate(weights)}
-        )
-        # The record is the commit: a round counts as finished once it exists.
-        atomic_write_text(f"{stem}.json", json.dumps(record.to_dict(), indent=2))
-
-    def save_rewind(self, values: list[np.ndarray]) -> None:
-        atomic_save_arrays(
-            self.path / "rewind.npz", {f"w{i}": v for i, v in enumerate(values)}
-        )
-
-    def load_rewind(self) -> list[np.ndarray]:
-        data = load_arrays(self.path / "rewind.npz")
-        return [data[f"w{i}"] for i in range(len(data))]
-
-    def load_round(self, round: int) -> tuple[RoundRecord, list[np.ndarray], dict]:
-        stem = self.path / f"round_{round:03d}"
-        record = RoundRecord.from_dict(
-            json.loads(Path(f"{stem}.json").read_text(encoding="utf-8"))
-        )
-        data = load_arrays(f"{stem}.weights.npz")
-        weights = [data[f"w{i}"] for i in range(len(data))]
-        return record, weights, load_arrays(f"{stem}.masks.npz")
+    def run(self) -> SearchResult:
+        r = self.resume()
+        while not self.finished(r):
+            record = self.run_round(r)
+            if self.verbose:
+                self.report(record)
+            r += 1
+        return self.result()
 
 
-# ----------------------------------------------------------------- search
 def lottery_search(
     model: keras.Model,
     fit_fn: Callable,
@@ -310,8 +265,6 @@ def lottery_search(
     rounds: int | None = None,
     target_sparsity: float | None = None,
     rate: float = 0.2,
-    output_rate: float | None = None,
-    scope: str = "layer",
     rewind_to: str | int | None = "init",
     eval_fn: Callable[[keras.Model], Mapping[str, float]] | None = None,
     control: str | Sequence[str] | None = None,
@@ -320,6 +273,7 @@ def lottery_search(
     seed: int | None = None,
     verbose: int = 1,
     prune_options: Mapping | None = None,
+    **options,
 ) -> SearchResult:
     """Finds a lottery ticket by iterative magnitude pruning with rewinding.
 
@@ -348,8 +302,6 @@ def lottery_search(
             than one unit, or, for a global pool of channels of different
             sizes, possibly a little short).
         rate: Fraction of the remaining weights pruned per round.
-        output_rate: Rate of the output layers; `rate / 2` when None.
-        scope: `"layer"` or `"global"`, as in `prune`.
         rewind_to: `"init"` (theta_0: the lottery ticket), a training step
             k (late rewinding; needs `fit_fn(model, callbacks)`), or None
             (no rewinding: train, prune, fine-tune, as Han et al. 2015).
@@ -367,25 +319,34 @@ def lottery_search(
             (Frankle & Carbin's LeNet: rounds 3, 7, 12, 15, 18).
         directory: Where to save each finished round atomically (masks,
             weights, metrics, arguments). Rerunning with the same arguments
-            resumes after the last finished round; different arguments on
-            an existing search are an error.
+            and a model of the same architecture (layer names may differ)
+            resumes after the last finished round; different arguments or
+            another architecture on an existing search are an error saying
+            what differs.
         seed: Seeds Keras (`keras.utils.set_random_seed`) before each
-            training, and the controls, so that a resumed search replays an
-            uninterrupted one exactly (given a deterministic `fit_fn`).
+            training, each round's pruning and the controls, so that a
+            resumed search replays an uninterrupted one exactly (given a
+            deterministic `fit_fn`).
         verbose: 1 prints one line per round; 0 is silent.
-        prune_options: Further `prune` arguments: `rates`, `groups`,
-            `criterion`, `min_remaining`, `granularity`, `block_shape`,
-            `norm`.
+        prune_options: Deprecated: pass the prune options as keyword
+            arguments instead.
+        **options: How to prune, the keyword arguments of
+            `keras_lottery.prune`: `scope` (`"layer"` or `"global"`),
+            `output_rate` (the output layers' rate; `rate / 2` when None),
+            `rates`, `groups`, `criterion`, `granularity`, `block_shape`,
+            `norm`, `min_remaining`. Checked before round 0 trains.
 
     Returns:
-        A `SearchResult`.
+        A `SearchResult`: `result.table()`, `result.best_model()` (the
+        winning ticket, trained), `result.ticket(round)`.
 
     Raises:
         SearchError: When `fit_fn` or `eval_fn` fails in a round (the error
             names the round; its `.result` and the directory keep every
             finished round).
         ValueError: For bad arguments, or a directory holding a search with
-            different arguments.
+            different arguments or another architecture.
+        TypeError: For an unknown prune option.
 
     Example:
 
@@ -399,261 +360,18 @@ def lottery_search(
     ...     rounds=2, rate=0.5, verbose=0)
     >>> [round(r.remaining, 3) for r in result.rounds]  # output layer at 0.25
     [1.0, 0.55, 0.3]
+    >>> winner = result.best_model(tolerance=1.0, metric="loss")
     """
-    found = require_wrappers(model)
-    if getattr(model, "optimizer", None) is None:
-        raise ValueError(
-            f"Model '{model.name}' is not compiled: lottery_search resets its "
-            "optimizer after every round, so it needs one before round 0. "
-            "Call model.compile(optimizer, loss, ...) before lottery_search "
-            "(a fit_fn that compiles the model itself must compile it once "
-            "before the search too)."
-        )
-    if not callable(fit_fn):
-        raise TypeError(f"`fit_fn` must be callable. Received: {fit_fn!r}")
-    if eval_fn is not None and not callable(eval_fn):
-        raise TypeError(f"`eval_fn` must be callable or None. Received: {eval_fn!r}")
-    rewind_to = check_rewind_to(rewind_to)
-    controls = [] if control is None else (
-        [control] if isinstance(control, str) else list(control)
+    rewind_to = arguments.check_call(model, fit_fn, eval_fn, rewind_to)
+    controls, control_rounds = arguments.check_controls(control, control_rounds)
+    rounds, target_sparsity = arguments.check_stop(rounds, target_sparsity)
+    options = arguments.prune_options_of(prune_options, options)
+    rate = search_rate(model, rounds=rounds, target_sparsity=target_sparsity,
+                       rate=rate, prune_options=options)
+    args = arguments.search_args(
+        model, rounds=rounds, target_sparsity=target_sparsity, rate=rate,
+        rewind_to=rewind_to, controls=controls, control_rounds=control_rounds,
+        seed=seed, options=options,
     )
-    for c in controls:
-        if c not in CONTROLS:
-            raise ValueError(
-                f"`control` must be None, one of {CONTROLS}, or a list of "
-                f"them. Received: control={control!r}"
-            )
-    if control_rounds is not None:
-        if isinstance(control_rounds, (str, bytes)) or not all(
-            isinstance(r, int) and not isinstance(r, bool) and r >= 1
-            for r in control_rounds
-        ):
-            raise ValueError(
-                "`control_rounds` must be a list of round numbers >= 1 (round"
-                f" 0 is the dense network). Received: control_rounds={control_rounds!r}"
-            )
-        if not controls:
-            raise ValueError(
-                "`control_rounds` says when to train the controls, but no "
-                f"`control` was given. Received: control_rounds={control_rounds!r}"
-                ", control=None. Pass control='reinit' or 'random_prune'."
-            )
-        control_rounds = sorted(set(control_rounds))
-    if isinstance(rewind_to, int) and _callbacks_call(fit_fn) is None:
-        raise ValueError(
-            f"rewind_to={rewind_to} (late rewinding) needs the weights at "
-            f"step {rewind_to}, captured by a callback during round 0, but "
-            f"fit_fn{_signature(fit_fn)} takes no callbacks. Declare "
-            "fit_fn(model, callbacks=None) and pass "
-            "model.fit(..., callbacks=callbacks)."
-        )
-    if rounds is not None and (
-        isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0
-    ):
-        raise ValueError(f"`rounds` must be an int >= 0. Received: rounds={rounds!r}")
-    if target_sparsity is not None:
-        target_sparsity = float(target_sparsity)
-        if not 0.0 < target_sparsity < 1.0:
-            raise ValueError(
-                "`target_sparsity` is the fraction of weights pruned, in "
-                f"(0, 1). Received: target_sparsity={target_sparsity}"
-            )
-    if rounds is None and target_sparsity is None:
-        raise ValueError(
-            "Say when to stop: pass `rounds`, `target_sparsity`, or both."
-        )
-    prune_options = dict(prune_options or {})
-    unknown = set(prune_options) - {"rates", "groups", "criterion", "min_remaining", "granularity", "block_shape", "norm"}  # noqa: E501
-    if unknown:
-        raise ValueError(
-            f"Unknown prune_options {sorted(unknown)}; allowed: rates, groups, "
-            "criterion, min_remaining, granularity, block_shape, norm."
-        )
-    if rounds is not None and target_sparsity is not None and rounds > 0:
-        factor = None if output_rate is not None else 0.5
-        rate = derive_rate(
-            model, rounds, target_sparsity, scope=scope,
-            output_rate_factor=factor, prune_options=prune_options,
-        )
-        if output_rate is not None:
-            output_rate = _check_rate(output_rate, "output_rate")
-    else:
-        rate = _check_rate(rate, "rate")
-    max_rounds = rounds if rounds is not None else 10_000
-
-    args = {
-        "rounds": rounds,
-        "target_sparsity": target_sparsity,
-        "rate": rate,
-        "output_rate": output_rate,
-        "scope": scope,
-        "rewind_to": rewind_to,
-        "control": controls,
-        "seed": seed,
-        **({} if control_rounds is None else {"control_rounds": control_rounds}),
-        "prune_options": {k: repr(v) for k, v in sorted(prune_options.items())},
-        "weights": {k: list(w.mask_variable(n).shape)
-                    for k, w, n in iter_weight_keys(found)},
-    }
-    store = _Directory(directory) if directory is not None else None
-    records: list[RoundRecord] = []
-    kept_masks: dict[int, dict] = {}
-    kept_weights: dict[int, list] = {}
-    rewind_values = None
-    start = 0
-    if store is not None and store.check_args(args):
-        finished = store.finished_rounds()
-        if finished:
-            for r in finished:
-                records.append(store.load_round(r)[0])
-            _, weights, _ = store.load_round(finished[-1])
-            model.set_weights(weights)
-            rewind_values = store.load_rewind()
-            set_rewind_point(
-                model, rewind_values,
-                to="checkpoint" if isinstance(rewind_to, int) else "init",
-            )
-            start = finished[-1] + 1
-            if verbose:
-                print(
-                    f"lottery_search: resuming {store.path} after round "
-                    f"{finished[-1]} ({100 * records[-1].remaining:.2f}% of "
-                    "weights remaining)."
-                )
-
-    def partial_result():
-        return SearchResult(
-            records, args, masks=kept_masks, weights=kept_weights,
-            rewind_weights=rewind_values, model=model,
-            directory=None if store is None else store.path,
-        )
-
-    def reached_target():
-        return target_sparsity is not None and rounds is None and records and (
-            1 - records[-1].remaining >= target_sparsity - 1e-12
-        )
-
-    def run(m, r, what, seed_part, capture=None):
-        _seed_everything(seed, r, seed_part)
-        callbacks = [capture] if capture is not None else []
-        try:
-            if how_callbacks == "keyword":
-                output = fit_fn(m, callbacks=callbacks)
-            elif how_callbacks == "positional":
-                output = fit_fn(m, callbacks)
-            else:
-                output = fit_fn(m)
-            metrics, early = _parse_fit_output(output, r, what)
-            if eval_fn is not None:
-                tested = eval_fn(m)
-                if not isinstance(tested, Mapping):
-                    raise TypeError(
-                        f"Round {r}: eval_fn must return a dict of metrics."
-                        f" Received: {type(tested).__name__}."
-                    )
-                for k, v in tested.items():
-                    name = k if str(k).startswith("test_") else f"test_{k}"
-                    metrics[name] = float(v)
-        except Exception as error:
-            saved = (
-                f" Rounds 0-{r - 1} are saved in {store.path}; rerun to "
-                "resume." if store is not None and r > 0 else ""
-            )
-            raise SearchError(
-                f"lottery_search failed in round {r} ({what}): "
-                f"{type(error).__name__}: {error}.{saved}",
-                r, partial_result(),
-            ) from error
-        return metrics, early
-
-    prune_kwargs = dict(scope=scope, output_rate=output_rate, **prune_options)
-    how_callbacks = _callbacks_call(fit_fn)
-    began = time.perf_counter()
-    done_this_run = 0
-    r = start
-    while r <= max_rounds and not reached_target():
-        t0 = time.perf_counter()
-        if r > 0:
-            _prune(model, rate, seed=_derive(seed, r, 0), **prune_kwargs)
-            if rewind_to == "init":
-                rewind(model, "init")
-            elif rewind_to is not None:
-                rewind(model, "checkpoint")
-            if model.optimizer is not None:
-                reset_optimizer(model.optimizer)
-        masks = {k: w.get_mask(n) for k, w, n in iter_weight_keys(found)}
-        controlled = r > 0 and (control_rounds is None or r in control_rounds)
-        starts = {c: copy_model(model) for c in controls} if controlled else {}
-
-
-        capture = None
-        if r == 0 and isinstance(rewind_to, int):
-            capture = RewindCheckpoint(rewind_to)
-        metrics, early = run(model, r, "fit_fn", 0, capture)
-        if r == 0:
-            if capture is not None and not capture.taken:
-                raise SearchError(
-                    f"lottery_search: round 0 ended before step {rewind_to}, "
-                    "so there is no rewind point. Pass `callbacks` to "
-                    "model.fit in fit_fn, or choose a smaller step.",
-                    0, partial_result(),
-                )
-            rewind_values = get_rewind_point(
-                model, "checkpoint" if isinstance(rewind_to, int) else "init"
-            )
-            if store is not None:
-                store.save_rewind(rewind_values)
-
-        record = RoundRecord(
-            round=r,
-            remaining=1 - summary(model, print_fn=None).sparsity,
-            layers=_layer_counts(model),
-            metrics=metrics,
-            early_stop=early,
-        )
-        for i, c in enumerate(controls):
-            if not controlled:
-                continue
-            ctrl = starts[c]
-            if model.compiled and not ctrl.compiled:
-                ctrl.compile_from_config(model.get_compile_config())
-            if c == "reinit":
-                rewind(ctrl, "random", seed=_derive(seed, r, 10 + i))
-            else:
-                shuffle_masks(ctrl, seed=_derive(seed, r, 10 + i))
-            record.controls[c], record.controls_early_stop[c] = run(
-                ctrl, r, f"control {c!r}", 1 + i
-            )
-        del starts
-        record.seconds = time.perf_counter() - t0
-        records.append(record)
-        if store is not None:
-            store.save_round(record, model, masks)
-        else:
-            kept_masks[r] = {k: v.astype(bool) for k, v in masks.items()}
-            kept_weights[r] = model.get_weights()
-        done_this_run += 1
-        if verbose:
-            elapsed = time.perf_counter() - began
-            left = (max_rounds - r) if rounds is not None else None
-            eta = (
-                f", ~{_format_seconds(elapsed / done_this_run * left)} left"
-                if left else ""
-            )
-            shown = ", ".join(
-                f"{k}={v:.4f}" for k, v in record.metrics.items()
-                if "acc" in k or k in ("loss", "val_loss")
-            )
-            ctrl_shown = "".join(
-                f" | {c}: " + ", ".join(
-                    f"{k}={v:.4f}" for k, v in m.items() if "acc" in k
-                )
-                for c, m in record.controls.items()
-            )
-            total = "" if rounds is None else f"/{rounds}"
-            print(
-                f"round {r}{total}: {100 * record.remaining:6.2f}% remaining"
-                f" | {shown}{ctrl_shown} | {record.seconds:.1f}s{eta}"
-            )
-        r += 1
-    return partial_result()
+    store = None if directory is None else SearchDirectory(directory)
+    return _Search(model, fit_fn, eval_fn, args, options, store, verbose).run()

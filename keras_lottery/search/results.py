@@ -1,170 +1,34 @@
-"""`SearchResult`: the record of a lottery-ticket search, its table and plot."""
+"""`SearchResult`: the rounds of a lottery-ticket search, its tickets and table."""
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
 import json
-import math
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from keras_lottery._internal.io import atomic_write_text, csv_text, text_table
+from keras_lottery.search.directory import SearchDirectory
+from keras_lottery.search.records import RoundRecord, clean
+from keras_lottery.search.tickets import TicketStore
+
 # Preferred metrics for "accuracy vs. sparsity", best first.
-PLOT_METRICS = (
-    "test_accuracy",
-    "test_acc",
-    "val_accuracy",
-    "val_acc",
-    "accuracy",
-    "test_loss",
-    "val_loss",
-    "loss",
-)
+PLOT_METRICS = ("test_accuracy", "test_acc", "val_accuracy", "val_acc",
+                "accuracy", "test_loss", "val_loss", "loss")
+# How the search tables show their own columns.
+TABLE_FORMATS = {"remaining_percent": ".2f", "seconds": ".1f"}
+TABLE_TITLES = {"remaining_percent": "% left"}
+
+__all__ = ["RoundRecord", "SearchResult"]
 
 
-def percent_remaining_axis(ax, xs, max_ticks: int = 8) -> None:
-    """Log x axis of % weights remaining, decreasing left to right, with
-    at most `max_ticks` labels taken from the values plotted (as in
-    Frankle & Carbin 2019's figures)."""
-    ax.set_xscale("log")
-    ax.set_xlim(max(xs) * 1.15, min(xs) / 1.15)
-    ticks = sorted({round(x, 1) for x in xs}, reverse=True)
-    ticks = ticks[:: max(1, math.ceil(len(ticks) / max_ticks))]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
-    ax.minorticks_off()
-
-
-# ------------------------------------------------------------ atomic files
-def atomic_write(path: str | os.PathLike, write: Callable[[io.IOBase], None]) -> None:
-    """Writes a file so that it is either complete or absent.
-
-    `write(f)` fills a temporary file in the same directory, which is then
-    flushed, synced and renamed over `path` (atomic on POSIX).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def atomic_save_arrays(path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def load_arrays(path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
-def _clean(value):
-    """Plain-Python, JSON-safe copy of a metric value (NaN becomes None)."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return None if math.isnan(value) or math.isinf(value) else value
-    return value
-
-
-def text_table(rows: list[dict]) -> str:
-    """`rows` (dicts with the same keys) as an aligned text table.
-
-    None shows as `-`, floats with 4 decimals (`remaining_percent`, shown
-    as `% left`, with 2; `seconds` with 1), anything else as `str`.
-    """
-    if not rows:
-        return "(no rounds)"
-    headers = list(rows[0])
-
-    def fmt(key, value):
-        if value is None:
-            return "-"
-        if key == "remaining_percent":
-            return f"{value:.2f}"
-        if key == "seconds":
-            return f"{value:.1f}"
-        if isinstance(value, float):
-            return f"{value:.4f}"
-        return str(value)
-
-    cells = [[fmt(h, row[h]) for h in headers] for row in rows]
-    names = ["% left" if h == "remaining_percent" else h for h in headers]
-    widths = [
-        max(len(names[i]), *(len(c[i]) for c in cells))
-        for i in range(len(headers))
-    ]
-    line = "  ".join(n.rjust(w) for n, w in zip(names, widths))
-    body = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-    return "\n".join([line, "-" * len(line), *body])
-
-
-# ------------------------------------------------------------------ record
-@dataclasses.dataclass
-class RoundRecord:
-    """What one round of a search produced.
-
-    Attributes:
-        round: 0 for the dense network, then one per pruning step.
-        remaining: Fraction of the prunable weights remaining (1.0 dense).
-        layers: Per weight `"layer/weight"`: `[remaining, total]` counts.
-        metrics: The `fit_fn` metrics (last epoch) and `eval_fn` metrics
-            (prefixed `test_`).
-        early_stop: Epoch (1-based) of the minimum validation loss, or the
-            `"early_stop"` value `fit_fn` returned; None when unknown.
-        controls: Per control (`"reinit"`, `"random_prune"`), its metrics.
-        controls_early_stop: Per control, its early-stop epoch.
-        seconds: Wall time of the round, controls included.
-    """
-
-    round: int
-    remaining: float
-    layers: dict[str, list[int]]
-    metrics: dict[str, float]
-    early_stop: int | None = None
-    controls: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
-    controls_early_stop: dict[str, int | None] = dataclasses.field(
-        default_factory=dict
-    )
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return _clean(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> RoundRecord:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields})
-
-
-# ------------------------------------------------------------------ result
 class SearchResult:
-    """The rounds of a lottery-ticket search, with table, files and plot.
+    """The rounds of a lottery-ticket search, with its tickets, table and plot.
 
     Returned by `lottery_search`; `SearchResult.load(directory)` reads one
-    back from a search directory.
+    back from a search directory, `SearchResult.from_json` from `to_json`.
 
     Attributes:
         rounds: One `RoundRecord` per round, round 0 (dense) first.
@@ -173,7 +37,7 @@ class SearchResult:
 
     Example:
 
-    >>> from keras_lottery.search.results import RoundRecord, SearchResult
+    >>> from keras_lottery import RoundRecord, SearchResult
     >>> result = SearchResult([
     ...     RoundRecord(0, 1.0, {}, {"test_accuracy": 0.97}),
     ...     RoundRecord(1, 0.8, {}, {"test_accuracy": 0.975}),
@@ -196,10 +60,10 @@ class SearchResult:
         self.rounds = list(rounds)
         self.args = dict(args or {})
         self.directory = None if directory is None else Path(directory)
-        self._masks = masks if masks is not None else {}
-        self._weights = weights if weights is not None else {}
-        self._rewind_weights = rewind_weights
-        self._model = model
+        self._kept = TicketStore(
+            masks=masks, weights=weights, rewind_weights=rewind_weights,
+            model=model, directory=directory,
+        )
 
     # ----------------------------------------------------------- access
     def __len__(self) -> int:
@@ -241,21 +105,18 @@ class SearchResult:
             )
         return metric
 
-    def masks(self, round: int) -> dict[str, np.ndarray]:
-        """The masks used in a round (all ones in round 0)."""
-        self._check_round(round)
-        if round not in self._masks and self.directory is not None:
-            path = self.directory / f"round_{round:03d}.masks.npz"
-            if path.exists():
-                self._masks[round] = load_arrays(path)
-        if round not in self._masks:
-            raise ValueError(f"The masks of round {round} were not kept.")
-        return {k: v.astype("float32") for k, v in self._masks[round].items()}
-
-    def _check_round(self, round):
+    def _check_round(self, round) -> int:
+        if isinstance(round, RoundRecord):
+            round = round.round
         known = [r.round for r in self.rounds]
         if round not in known:
-            raise ValueError(f"No round {round} in this search. Rounds: {known}.")
+            raise ValueError(f"No round {round!r} in this search. Rounds: {known}.")
+        return round
+
+    def masks(self, round: int | RoundRecord) -> dict[str, np.ndarray]:
+        """The masks used in a round (all ones in round 0), by
+        `"layer/weight"` as named when the round ran."""
+        return self._kept.round_masks(self._check_round(round))
 
     # ------------------------------------------------------------ tickets
     def best_ticket(
@@ -271,9 +132,16 @@ class SearchResult:
             metric: The metric to compare; `default_metric()` when None.
 
         Returns:
-            The `RoundRecord` of that round (round 0 if none is sparser).
-            Pass it to `ticket` for the model:
-            `result.ticket(result.best_ticket(0.005), trained=True)`.
+            The `RoundRecord` of that round (round 0 if none is sparser):
+            its numbers. `best_model(tolerance)` gives its trained model.
+
+        Example:
+
+        >>> from keras_lottery import RoundRecord, SearchResult
+        >>> result = SearchResult([RoundRecord(0, 1.0, {}, {"loss": 0.30}),
+        ...                        RoundRecord(1, 0.5, {}, {"loss": 0.31})])
+        >>> result.best_ticket().round, result.best_ticket(0.02).round
+        (0, 1)
         """
         metric = self._check_metric(metric)
         dense = self.rounds[0].metrics.get(metric)
@@ -292,8 +160,49 @@ class SearchResult:
                 best = record
         return best
 
+    def best_model(
+        self,
+        tolerance: float = 0.0,
+        metric: str | None = None,
+        *,
+        model: keras.Model | None = None,
+    ) -> keras.Model:
+        """The winning model: the best ticket, with its trained weights.
+
+        The same as `ticket(best_ticket(tolerance, metric), trained=True)`.
+
+        Args:
+            tolerance: As for `best_ticket`.
+            metric: As for `best_ticket`.
+            model: A wrapped model of the searched architecture, for a
+                result that holds none (see `ticket`).
+
+        Returns:
+            A new wrapped `keras.Model` (uncompiled); `keras_lottery.strip`
+            gives the plain Keras model to save or export.
+
+        Example:
+
+        >>> import keras, numpy as np, keras_lottery as kl
+        >>> model = kl.wrap(keras.Sequential([keras.Input((4,)),
+        ...                                   keras.layers.Dense(2)]))
+        >>> model.compile("sgd", "mse")
+        >>> x, y = np.ones((8, 4)), np.ones((8, 2))
+        >>> result = kl.lottery_search(
+        ...     model, lambda m: m.fit(x, y, verbose=0), rounds=2, verbose=0)
+        >>> winner = result.best_model(tolerance=1.0, metric="loss")
+        >>> round(kl.summary(winner, print_fn=None).sparsity, 3)
+        0.25
+        """
+        record = self.best_ticket(tolerance, metric)
+        return self.ticket(record, trained=True, model=model)
+
     def ticket(
-        self, round: int | RoundRecord, *, trained: bool = False
+        self,
+        round: int | RoundRecord,
+        *,
+        trained: bool = False,
+        model: keras.Model | None = None,
     ) -> keras.Model:
         """A copy of the searched model with the mask of round `round`.
 
@@ -303,45 +212,21 @@ class SearchResult:
             trained: False: the weights at the rewind point, ready to train
                 (the lottery ticket itself); True: the weights the round
                 ended with.
+            model: A wrapped model of the searched architecture to copy;
+                needed where this result holds no model (read with `load`
+                or `from_json` without one). Its layer names may differ:
+                masks and weights are matched by order.
 
         Returns:
             A new wrapped `keras.Model` (uncompiled).
-        """
-        if isinstance(round, RoundRecord):
-            round = round.round
-        self._check_round(round)
-        if self._model is None:
-            raise ValueError(
-                "This result holds no model. Pass the (wrapped) model of the "
-                "same architecture: SearchResult.load(directory, model=...)."
-            )
-        from keras_lottery.core.model import copy_model
-        from keras_lottery.pruning.criteria import set_masks
 
-        model = copy_model(self._model)
-        # The round's masks first: every weight written afterwards is masked
-        # by them (a pruned weight cannot be written back).
-        set_masks(model, self.masks(round))
-        if trained:
-            weights = self._weights.get(round)
-            if weights is None and self.directory is not None:
-                path = self.directory / f"round_{round:03d}.weights.npz"
-                if path.exists():
-                    data = load_arrays(path)
-                    weights = [data[f"w{i}"] for i in range(len(data))]
-            if weights is None:
-                raise ValueError(f"The trained weights of round {round} were not kept.")
-            model.set_weights(weights)
-            return model
-        rewind_weights = self._rewind_weights
-        if rewind_weights is None and self.directory is not None:
-            data = load_arrays(self.directory / "rewind.npz")
-            rewind_weights = [data[f"w{i}"] for i in range(len(data))]
-        if rewind_weights is None:
-            raise ValueError("The rewind point of this search was not kept.")
-        for variable, value in zip(model.trainable_weights, rewind_weights):
-            variable.assign(value)
-        return model
+        Raises:
+            ValueError: For an unknown round, no model, or masks and weights
+                this result does not hold (the message says where to get
+                them).
+        """
+        return self._kept.build(self._check_round(round), trained=trained,
+                                model=model)
 
     # --------------------------------------------------------------- text
     def _columns(self):
@@ -374,9 +259,13 @@ class SearchResult:
             out.append(row)
         return out
 
+    def _text_table(self, rows: list[dict]) -> str:
+        return text_table(rows, formats=TABLE_FORMATS, titles=TABLE_TITLES,
+                          empty="(no rounds)")
+
     def table(self) -> str:
         """The rounds as an aligned text table."""
-        return text_table(self.rows())
+        return self._text_table(self.rows())
 
     def __str__(self) -> str:
         return self.table()
@@ -386,39 +275,72 @@ class SearchResult:
 
     # ---------------------------------------------------------------- I/O
     def to_dict(self) -> dict:
-        return {
-            "args": _clean(self.args),
+        data = {
+            "args": clean(self.args),
             "rounds": [r.to_dict() for r in self.rounds],
         }
+        if self.directory is not None:
+            data["directory"] = os.fspath(self.directory)
+        return data
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """The result as JSON; also written (atomically) to `path` if given."""
+        """The result as JSON; also written (atomically) to `path` if given.
+
+        The JSON holds the numbers and, for a search with a directory, the
+        directory's path, from which `from_json` reads masks and weights.
+        """
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
         if path is not None:
+            SearchDirectory(Path(path).parent).refuse_overwrite(path)
             atomic_write_text(path, text)
         return text
 
     @classmethod
-    def from_json(cls, source: str | os.PathLike) -> SearchResult:
-        """Reads `to_json` output: a JSON string or the path of a file."""
+    def from_json(
+        cls, source: str | os.PathLike, model: keras.Model | None = None
+    ) -> SearchResult:
+        """Reads `to_json` output: a JSON string or the path of a file.
+
+        The JSON holds the numbers of every round. Where it names a search
+        directory that still holds that search (or the file lies in one),
+        masks and weights are read from there, and with `model` (a wrapped
+        model of the searched architecture) `ticket` builds models;
+        otherwise `ticket` says to load the search directory.
+
+        Example:
+
+        >>> import keras, numpy as np, keras_lottery as kl
+        >>> model = kl.wrap(keras.Sequential([keras.Input((4,)),
+        ...                                   keras.layers.Dense(2)]))
+        >>> model.compile("sgd", "mse")
+        >>> x, y = np.ones((8, 4)), np.ones((8, 2))
+        >>> result = kl.lottery_search(model, lambda m: m.fit(x, y, verbose=0),
+        ...                            rounds=1, directory="search", verbose=0)
+        >>> _ = result.to_json("result.json")
+        >>> again = kl.SearchResult.from_json("result.json", model=model)
+        >>> len(again), kl.summary(again.ticket(1), print_fn=None).remaining
+        (2, 7)
+        """
         text = str(source)
+        path = None
         if not text.lstrip().startswith("{"):
-            text = Path(source).read_text(encoding="utf-8")
+            path = Path(source)
+            text = path.read_text(encoding="utf-8")
         data = json.loads(text)
-        return cls(
-            [RoundRecord.from_dict(r) for r in data.get("rounds", [])],
-            data.get("args"),
+        args = data.get("args")
+        directory = SearchDirectory.holding(
+            args, data.get("directory"), None if path is None else path.parent
         )
+        result = cls(
+            [RoundRecord.from_dict(r) for r in data.get("rounds", [])],
+            args, model=model, directory=directory,
+        )
+        result._kept.origin = "json"
+        return result
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
         """The table as CSV text; also written to `path` if given."""
-        rows = self.rows()
-        buffer = io.StringIO()
-        if rows:
-            writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        text = buffer.getvalue()
+        text = csv_text(self.rows())
         if path is not None:
             atomic_write_text(path, text)
         return text
@@ -432,21 +354,14 @@ class SearchResult:
         Args:
             directory: A `lottery_search(..., directory=...)` directory.
             model: Optionally, a wrapped model of the same architecture, so
-                that `ticket()` can build models.
+                that `ticket()` and `best_model()` can build models.
+
+        Raises:
+            FileNotFoundError: `directory` holds no search.
         """
-        directory = Path(directory)
-        meta = directory / "search.json"
-        if not meta.is_file():
-            raise FileNotFoundError(
-                f"{directory} is not a search directory: it has no "
-                "search.json. Pass the `directory` given to lottery_search."
-            )
-        args = json.loads(meta.read_text(encoding="utf-8"))
-        rounds = [
-            RoundRecord.from_dict(json.loads(p.read_text(encoding="utf-8")))
-            for p in sorted(directory.glob("round_[0-9][0-9][0-9].json"))
-        ]
-        return cls(rounds, args, model=model, directory=directory)
+        store = SearchDirectory(directory)
+        args = store.read_args()
+        return cls(store.read_records(), args, model=model, directory=store.path)
 
     # --------------------------------------------------------------- plot
     def plot(
@@ -460,6 +375,7 @@ class SearchResult:
 
         As in Frankle & Carbin (2019): a log x axis, decreasing from 100%,
         the tickets, each control, and the dense network as a dashed line.
+        Needs matplotlib (the `plot` extra).
 
         Args:
             path: The `.png` file to write.
@@ -475,40 +391,9 @@ class SearchResult:
                 f"plot writes a PNG; give a path ending in .png. Received: {path}"
             )
         metric = self._check_metric(metric)
-        import matplotlib
+        from keras_lottery.search.plot import plot_result
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-        xs = [100 * r.remaining for r in self.rounds]
-        ys = [r.metrics.get(metric) for r in self.rounds]
-        ax.plot(xs, ys, "o-", label="lottery ticket", color="C0")
-        self._draw_spread(ax, metric, None, "C0")
-        for i, control in enumerate(self.control_names):
-            pts = [
-                (100 * r.remaining, r.controls[control].get(metric))
-                for r in self.rounds if control in r.controls
-            ]
-            pts = [(x, y) for x, y in pts if y is not None]
-            if ys[0] is not None:
-                pts = [(xs[0], ys[0]), *pts]
-            if pts:
-                ax.plot(*zip(*pts), "s--", label=control.replace("_", " "),
-                        color=f"C{i + 1}")
-                self._draw_spread(ax, metric, control, f"C{i + 1}")
-        if ys[0] is not None:
-            ax.axhline(ys[0], color="gray", linestyle=":", label="dense")
-        percent_remaining_axis(ax, xs)
-        ax.set_xlabel("% of weights remaining")
-        ax.set_ylabel(metric)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        ax.set_title(title or "Accuracy vs. sparsity")
-        fig.tight_layout()
-        atomic_write(path, lambda f: fig.savefig(f, format="png"))
-        plt.close(fig)
-        return path
+        return plot_result(self, path, metric, title)
 
     def spread(
         self, metric: str, control: str | None = None
@@ -516,27 +401,11 @@ class SearchResult:
         """Per round, the `(low, high)` range of `metric` across trials.
 
         A single search has no spread: every entry is None.
-        `keras_lottery.trials.MergedResult` (several seeds merged) returns
-        the minimum and maximum, which `plot` draws as error bars.
+        `MergedResult` (several seeds merged) returns the minimum and
+        maximum, which `plot` draws as error bars.
 
         Args:
             metric: The metric.
             control: A control's name, or None for the tickets.
         """
         return [None] * len(self.rounds)
-
-    def _draw_spread(self, ax, metric, control, color) -> None:
-        bars = [
-            (100 * record.remaining, *bar)
-            for record, bar in zip(self.rounds, self.spread(metric, control))
-            if bar is not None
-        ]
-        if not bars:
-            return
-        xs, lows, highs = zip(*bars)
-        mids = [(lo + hi) / 2 for lo, hi in zip(lows, highs)]
-        ax.errorbar(
-            xs, mids, yerr=[[m - lo for m, lo in zip(mids, lows)],
-                            [hi - m for m, hi in zip(mids, highs)]],
-            fmt="none", ecolor=color, elinewidth=1, capsize=3,
-        )

@@ -1,0 +1,253 @@
+"""Merged searches: mean and spread per sparsity level (`merge_results`).
+
+Searches with different seeds (or settings), run by `run_trials` or one by
+one, are merged per level of weights remaining into a `MergedResult`,
+whose table and plot show the mean and the spread across them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from keras_lottery.search.records import RoundRecord
+from keras_lottery.search.results import SearchResult
+
+# Digits of the remaining fraction that decide which rounds share a level.
+_LEVEL_DIGITS = 9
+
+
+def _stats(values: list[float]) -> dict:
+    array = np.asarray(values, dtype="float64")
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+        "min": float(array.min()),
+        "max": float(array.max()),
+        "n": len(array),
+    }
+
+
+def _as_result(source, index: int) -> SearchResult:
+    if isinstance(source, SearchResult):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            return SearchResult.load(path)
+        if path.is_file():
+            return SearchResult.from_json(path)
+        raise FileNotFoundError(
+            f"results[{index}] = {os.fspath(source)!r} is neither a search "
+            "directory nor a JSON file written by SearchResult.to_json."
+        )
+    raise TypeError(
+        "merge_results takes SearchResults, search directories or JSON files. "
+        f"Received: results[{index}] of type {type(source).__name__}."
+    )
+
+
+class MergedResult(SearchResult):
+    """Several searches merged: mean and spread per sparsity level.
+
+    Rounds of different searches that reach the same fraction of weights
+    remaining (the same round of searches run with the same settings and
+    different seeds) form one level. Each level's `RoundRecord` holds the
+    mean of every metric, so `table`, `to_csv`, `best_ticket` and `plot`
+    work as on one search; `table` and `rows` add the spread (standard
+    deviation; minimum and maximum in the CSV), and `plot` draws the
+    minimum-to-maximum range as error bars, as Frankle & Carbin (2019) do.
+    Masks and weights stay with the individual searches.
+
+    Attributes:
+        results: The merged `SearchResult`s.
+        stats: Per level (aligned with `rounds`), per metric: `mean`, `std`
+            (sample standard deviation, 0 for one value), `min`, `max`, `n`.
+        control_stats: The same per level, per control, per metric.
+
+    Example:
+
+    >>> from keras_lottery import RoundRecord, SearchResult, merge_results
+    >>> def search(a, b):
+    ...     return SearchResult([RoundRecord(0, 1.0, {}, {"accuracy": a}),
+    ...                          RoundRecord(1, 0.8, {}, {"accuracy": b})])
+    >>> merged = merge_results([search(0.90, 0.92), search(0.94, 0.96)])
+    >>> [round(r.metrics["accuracy"], 3) for r in merged.rounds]
+    [0.92, 0.94]
+    >>> merged.spread("accuracy")
+    [(0.9, 0.94), (0.92, 0.96)]
+    """
+
+    def __init__(self, results: Sequence[SearchResult]):
+        self.results = list(results)
+        levels: dict[float, list[RoundRecord]] = {}
+        for result in self.results:
+            for record in result.rounds:
+                key = round(float(record.remaining), _LEVEL_DIGITS)
+                levels.setdefault(key, []).append(record)
+        rounds, self.stats, self.control_stats = [], [], []
+        for remaining in sorted(levels, reverse=True):
+            records = levels[remaining]
+            stats = self._metric_stats([r.metrics for r in records])
+            controls = {
+                c: self._metric_stats(
+                    [r.controls[c] for r in records if c in r.controls]
+                )
+                for c in dict.fromkeys(c for r in records for c in r.controls)
+            }
+            early = [r.early_stop for r in records if r.early_stop is not None]
+            rounds.append(
+                RoundRecord(
+                    round=min(r.round for r in records),
+                    remaining=remaining,
+                    layers=records[0].layers,
+                    metrics={m: s["mean"] for m, s in stats.items()},
+                    early_stop=(
+                        round(float(np.mean(early))) if early else None
+                    ),
+                    controls={
+                        c: {m: s["mean"] for m, s in ms.items()}
+                        for c, ms in controls.items()
+                    },
+                    seconds=float(np.mean([r.seconds for r in records])),
+                )
+            )
+            self.stats.append(stats)
+            self.control_stats.append(controls)
+        args = {
+            "merged": len(self.results),
+            "seeds": [r.args.get("seed") for r in self.results],
+        }
+        shared = [
+            k for k, v in (self.results[0].args if self.results else {}).items()
+            if k != "seed" and all(r.args.get(k) == v for r in self.results)
+        ]
+        args.update({k: self.results[0].args[k] for k in shared})
+        super().__init__(rounds, args)
+
+    @staticmethod
+    def _metric_stats(metrics: list[Mapping]) -> dict[str, dict]:
+        names = list(dict.fromkeys(m for d in metrics for m in d))
+        stats = {}
+        for name in names:
+            values = [d[name] for d in metrics if d.get(name) is not None]
+            if values and all(math.isfinite(v) for v in values):
+                stats[name] = _stats(values)
+        return stats
+
+    def spread(
+        self, metric: str, control: str | None = None
+    ) -> list[tuple[float, float] | None]:
+        """Per level, the `(min, max)` of `metric` across the searches.
+
+        None where fewer than two searches reached the level.
+        """
+        table = (
+            self.stats if control is None
+            else [c.get(control, {}) for c in self.control_stats]
+        )
+        out = []
+        for stats in table:
+            s = stats.get(metric)
+            out.append(None if s is None or s["n"] < 2 else (s["min"], s["max"]))
+        return out
+
+    def rows(self) -> list[dict]:
+        """Per level: the mean, `std`, `min` and `max` of every metric."""
+        rows = []
+        for record, stats in zip(self.rounds, self.stats):
+            row = {
+                "round": record.round,
+                "remaining_percent": 100 * record.remaining,
+                "n": max((s["n"] for s in stats.values()), default=0),
+            }
+            for metric in self.metric_names:
+                s = stats.get(metric)
+                for part in ("mean", "std", "min", "max"):
+                    key = metric if part == "mean" else f"{metric}_{part}"
+                    row[key] = None if s is None else s[part]
+            row["early_stop"] = record.early_stop
+            for control in self.control_names:
+                for metric, value in record.controls.get(control, {}).items():
+                    if "acc" in metric or metric == self.default_metric():
+                        row[f"{control}/{metric}"] = value
+            row["seconds"] = record.seconds
+            rows.append(row)
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        return [{k: row.get(k) for k in keys} for row in rows]
+
+    def table(self) -> str:
+        """Per level: `n`, and each metric as `mean ± std`."""
+        shown = []
+        for row in self.rows():
+            out = {}
+            for key, value in row.items():
+                if key.endswith(("_min", "_max")) or (
+                    key.endswith("_std") and key[:-4] in self.metric_names
+                ):
+                    continue
+                std = row.get(f"{key}_std")
+                if key in self.metric_names and value is not None:
+                    value = f"{value:.4f} ± {std:.4f}"
+                out[key] = value
+            shown.append(out)
+        return self._text_table(shown)
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        data["stats"] = self.stats
+        data["control_stats"] = self.control_stats
+        return data
+
+    def __repr__(self) -> str:
+        return (
+            f"<MergedResult: {len(self.results)} searches, "
+            f"{len(self.rounds)} sparsity levels>"
+        )
+
+
+def merge_results(
+    results: Sequence[SearchResult | str | os.PathLike],
+) -> MergedResult:
+    """Merges searches (several seeds, say) into mean and spread per level.
+
+    Args:
+        results: `SearchResult`s (as `run_trials` or `lottery_search`
+            return them), search directories (read with
+            `SearchResult.load`), or JSON files (`SearchResult.to_json`).
+
+    Returns:
+        A `MergedResult`: `table()`, `to_csv()`, `to_json()` and `plot()`
+        show the mean and the spread of every metric per sparsity level.
+
+    Example:
+
+    >>> from keras_lottery import RoundRecord, SearchResult, merge_results
+    >>> one = SearchResult([RoundRecord(0, 1.0, {}, {"loss": 0.5})])
+    >>> two = SearchResult([RoundRecord(0, 1.0, {}, {"loss": 0.7})])
+    >>> print(merge_results([one, two]).table())
+    round  % left  n             loss  early_stop  seconds
+    ------------------------------------------------------
+        0  100.00  2  0.6000 ± 0.1414           -      0.0
+    """
+    if isinstance(results, (str, bytes, os.PathLike, SearchResult)) or not isinstance(
+        results, Sequence
+    ):
+        raise TypeError(
+            "merge_results takes a list of results. Received: "
+            f"{type(results).__name__}."
+        )
+    loaded = [_as_result(source, i) for i, source in enumerate(results)]
+    if not loaded:
+        raise ValueError("merge_results needs at least one result. Received: [].")
+    for i, result in enumerate(loaded):
+        if not result.rounds:
+            raise ValueError(
+                f"results[{i}] has no finished rounds; nothing to merge. "
+                "Finish or drop that search."
+            )
+    return MergedResult(loaded)
