@@ -210,7 +210,7 @@ def test_loaded_model_prunes_rewinds_and_strips(tfmot_dir):
     kl.rewind(model, "init")  # the rewind point is the loaded weights
     masks = {
         id(w.prunable_variable(n)): w.get_mask(n)
-        for w in kl.model.wrappers(model).values() for n in w.weight_names
+        for w in wrappers(model).values() for n in w.weight_names
     }
     for variable, value in zip(model.trainable_weights, loaded):
         if id(variable) in masks:  # the weights pruned since stay at 0.0

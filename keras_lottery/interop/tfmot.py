@@ -11,18 +11,16 @@ sets the weights, wraps it (`keras_lottery.wrap`) and sets the masks.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from keras_lottery._internal.child import call_child
 from keras_lottery.core.model import wrap, wrappers
-from keras_lottery.pruning.criteria import set_masks
+from keras_lottery.pruning.masks import set_masks
 
 #: Layer types `from_tfmot` rebuilds (their tf_keras configs load in Keras 3).
 SUPPORTED_LAYERS = (
@@ -57,138 +55,116 @@ _ZIP_SIGNATURE = b"PK\x03\x04"
 # input shape they carry is read from the model itself.
 _LEGACY_KEYS = ("batch_input_shape", "input_shape", "input_dim", "batch_size")
 
-# Runs in the child process: `python -c _CHILD <model path> <output dir>`.
-# It imports tf_keras and tfmot only, never Keras 3 or keras_lottery.
-_CHILD = r'''
-import contextlib, json, os, sys
-path, out = sys.argv[1], sys.argv[2]
+# Runs in the child process, `python -c _CHILD request.json response.json`,
+# through `call_child`: the request names the model and the output
+# directory. It imports tf_keras and tfmot only, never Keras 3 (and of
+# keras_lottery only the stdlib-only child helper).
+_CHILD = r"""
+import contextlib, os, sys
+from keras_lottery._internal.child import serve
 
-def plain(value):
-    if hasattr(value, "tolist"):  # NumPy arrays and scalars in configs
-        return value.tolist()
-    raise TypeError(f"cannot describe a {type(value).__name__} in a config")
-
-def finish(payload):
-    text = json.dumps(payload, default=plain)
-    with open(os.path.join(out, "model.json"), "w", encoding="utf-8") as f:
-        f.write(text)
-    sys.exit(0)
-
-def fail(kind, message):
-    finish({"error": kind, "message": message})
-
-try:
-    import numpy as np
-    import tf_keras
-except ImportError as error:
-    fail("missing", f"{type(error).__name__}: {error}")
-try:
-    import tensorflow_model_optimization as tfmot
-    from tensorflow_model_optimization.python.core.sparsity.keras import (
-        pruning_wrapper,
-    )
-    scope = tfmot.sparsity.keras.prune_scope()
-    wrapper_types = (pruning_wrapper.PruneLowMagnitude,)
-except ImportError:
-    scope, wrapper_types = contextlib.nullcontext(), ()
-try:
-    with scope:
-        model = tf_keras.models.load_model(path, compile=False)
-except Exception as error:
-    fail("load", f"{type(error).__name__}: {error}")
-if not isinstance(model, tf_keras.Model) or not getattr(
-    model, "_is_graph_network", False
-):
-    fail("load", f"tf_keras loaded a {type(model).__name__}, not a Sequential "
-         "or functional tf_keras model")
-sequential = isinstance(model, tf_keras.Sequential)
-arrays, records, rename = {}, [], {}
-for layer in model.layers:
-    inner = layer
-    is_wrapper = isinstance(layer, wrapper_types)
-    if is_wrapper:
-        inner = layer.layer
-    if isinstance(inner, tf_keras.Model):
-        fail("unsupported", f"nested model '{inner.name}'")
-    rename[layer.name] = inner.name
-    masked = []
-    for weight, mask, _ in getattr(layer, "pruning_vars", []) if is_wrapper else []:
-        index = next(i for i, v in enumerate(inner.weights) if v is weight)
-        arrays[f"{inner.name}/mask/{index}"] = mask.numpy()
-        masked.append(index)
-    values = inner.get_weights()
-    for i, value in enumerate(values):
-        arrays[f"{inner.name}/weight/{i}"] = value
-    records.append({
-        "name": inner.name,
-        "class_name": type(inner).__name__,
-        "config": inner.get_config(),
-        "weights": [w.name for w in inner.weights],
-        "masks": masked,
-        "pruned_by_tfmot": bool(is_wrapper and masked),
-    })
-config = model.get_config()
-payload = {
-    "format": 1,
-    "name": model.name,
-    "kind": "sequential" if sequential else "functional",
-    "layers": records,
-}
-if sequential:
-    first = config["layers"][0]
-    payload["input"] = {
-        "batch_shape": list(model.input_shape),
-        "dtype": model.inputs[0].dtype.name if model.inputs else "float32",
-        "name": first["config"]["name"] if first["class_name"] == "InputLayer"
-        else None,
+def describe(request):
+    path, out = request["path"], request["out"]
+    try:
+        import numpy as np
+        import tf_keras
+    except ImportError as error:
+        return {"error": "missing", "message": f"{type(error).__name__}: {error}"}
+    try:
+        import tensorflow_model_optimization as tfmot
+        from tensorflow_model_optimization.python.core.sparsity.keras import (
+            pruning_wrapper,
+        )
+        scope = tfmot.sparsity.keras.prune_scope()
+        wrapper_types = (pruning_wrapper.PruneLowMagnitude,)
+    except ImportError:
+        scope, wrapper_types = contextlib.nullcontext(), ()
+    try:
+        with scope:
+            model = tf_keras.models.load_model(path, compile=False)
+    except Exception as error:
+        return {"error": "load", "message": f"{type(error).__name__}: {error}"}
+    if not isinstance(model, tf_keras.Model) or not getattr(
+        model, "_is_graph_network", False
+    ):
+        return {"error": "load", "message": f"tf_keras loaded a "
+                f"{type(model).__name__}, not a Sequential or functional "
+                "tf_keras model"}
+    sequential = isinstance(model, tf_keras.Sequential)
+    arrays, records, rename = {}, [], {}
+    for layer in model.layers:
+        inner = layer
+        is_wrapper = isinstance(layer, wrapper_types)
+        if is_wrapper:
+            inner = layer.layer
+        if isinstance(inner, tf_keras.Model):
+            return {"error": "unsupported",
+                    "message": f"nested model '{inner.name}'"}
+        rename[layer.name] = inner.name
+        masked = []
+        for weight, mask, _ in (getattr(layer, "pruning_vars", [])
+                                if is_wrapper else []):
+            index = next(i for i, v in enumerate(inner.weights) if v is weight)
+            arrays[f"{inner.name}/mask/{index}"] = mask.numpy()
+            masked.append(index)
+        for i, value in enumerate(inner.get_weights()):
+            arrays[f"{inner.name}/weight/{i}"] = value
+        records.append({
+            "name": inner.name,
+            "class_name": type(inner).__name__,
+            "config": inner.get_config(),
+            "weights": [w.name for w in inner.weights],
+            "masks": masked,
+            "pruned_by_tfmot": bool(is_wrapper and masked),
+        })
+    config = model.get_config()
+    payload = {
+        "format": 1,
+        "name": model.name,
+        "kind": "sequential" if sequential else "functional",
+        "layers": records,
     }
-else:
-    nodes = {}
-    for entry in config["layers"]:
-        name = rename.get(entry["name"], entry["name"])
-        nodes[name] = [
-            [[rename.get(n[0], n[0]), *n[1:]] for n in node]
-            for node in entry["inbound_nodes"]
-        ]
-    order = [rename.get(e["name"], e["name"]) for e in config["layers"]]
-    records.sort(key=lambda r: order.index(r["name"]))
-    for record in records:
-        record["inbound_nodes"] = nodes[record["name"]]
-    for key, entry in (("inputs", "input_layers"), ("outputs", "output_layers")):
-        payload[key] = [[rename.get(n, n), i, j] for n, i, j in config[entry]]
-np.savez(os.path.join(out, "arrays.npz"), **arrays)
-finish(payload)
-'''
+    if sequential:
+        first = config["layers"][0]
+        payload["input"] = {
+            "batch_shape": list(model.input_shape),
+            "dtype": model.inputs[0].dtype.name if model.inputs else "float32",
+            "name": first["config"]["name"]
+            if first["class_name"] == "InputLayer" else None,
+        }
+    else:
+        nodes = {}
+        for entry in config["layers"]:
+            name = rename.get(entry["name"], entry["name"])
+            nodes[name] = [
+                [[rename.get(n[0], n[0]), *n[1:]] for n in node]
+                for node in entry["inbound_nodes"]
+            ]
+        order = [rename.get(e["name"], e["name"]) for e in config["layers"]]
+        records.sort(key=lambda r: order.index(r["name"]))
+        for record in records:
+            record["inbound_nodes"] = nodes[record["name"]]
+        for key, entry in (("inputs", "input_layers"),
+                           ("outputs", "output_layers")):
+            payload[key] = [[rename.get(n, n), i, j]
+                            for n, i, j in config[entry]]
+    np.savez(os.path.join(out, "arrays.npz"), **arrays)
+    return payload
+
+sys.exit(serve(describe))
+"""
 
 
 def _describe(path: Path, directory: Path, timeout: float) -> dict:
     """Runs the child process; returns the description it wrote."""
-    env = dict(os.environ)
-    env["TF_USE_LEGACY_KERAS"] = "1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.pop("KERAS_BACKEND", None)
-    try:
-        process = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(path), str(directory)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        raise RuntimeError(
-            f"Reading {path} with tf_keras took longer than {timeout:g}s. "
-            "Pass a larger `timeout`."
-        ) from error
-    result = directory / "model.json"
-    if process.returncode != 0 or not result.is_file():
-        tail = "\n".join(process.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(
-            f"The tf_keras process reading {path} failed (exit code "
-            f"{process.returncode}). Its last output:\n{tail}"
-        )
-    description = json.loads(result.read_text(encoding="utf-8"))
+    description = call_child(
+        ["-c", _CHILD], {"path": str(path), "out": str(directory)},
+        what=f"The tf_keras process reading {path}",
+        env={"TF_USE_LEGACY_KERAS": "1", "KERAS_BACKEND": None,
+             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL",
+                                                    "2")},
+        timeout=timeout, fix="Pass from_tfmot a larger `timeout`.",
+    )
     error = description.get("error")
     if error == "missing":
         raise ImportError(

@@ -19,13 +19,12 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from keras_lottery._internal.child import run_child
 from keras_lottery.search.results import SearchResult
 
 Trial = Callable[[int, Path], object] | str | os.PathLike
@@ -66,23 +65,11 @@ def _environment(env: Mapping[str, str] | None):
 
 
 def _run_script(script, args, seed, directory, env, timeout) -> None:
-    command = [
-        sys.executable, os.fspath(script), *map(str, args),
-        "--seed", str(seed), "--directory", os.fspath(directory),
-    ]
-    done = subprocess.run(
-        command,
-        env={**os.environ, **{str(k): str(v) for k, v in (env or {}).items()}},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if done.returncode:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(
-            f"`{' '.join(command)}` exited with status {done.returncode}: "
-            + " | ".join(tail)
-        )
+    command = [os.fspath(script), *map(str, args), "--seed", str(seed),
+               "--directory", os.fspath(directory)]
+    run_child(command, what=f"`python {' '.join(command)}`", env=env,
+              timeout=timeout, error=RuntimeError,
+              fix="Pass run_trials a larger `timeout`.")
 
 
 def run_trials(
