@@ -271,8 +271,10 @@ def _inputs(build, x, n, batch):
 
 def memory_per_weight(kl, model) -> dict:
     """Bytes of keras-lottery state per prunable weight, by kind."""
+    from keras_lottery.core.model import wrappers
+
     masks = rewind = others = count = 0
-    for wrapper in kl.model.wrappers(model).values():
+    for wrapper in wrappers(model).values():
         for name in wrapper.weight_names:
             mask = wrapper.mask_variable(name)
             size = int(np.prod(mask.shape))
@@ -301,6 +303,7 @@ def run_keras3(repeats: int, block: int, threads: int) -> dict:
     import numpy as np
 
     import keras_lottery as kl
+    from keras_lottery.core.model import wrappers
 
     limit_threads(threads)
     keras.utils.set_random_seed(0)
@@ -329,7 +332,7 @@ def run_keras3(repeats: int, block: int, threads: int) -> dict:
         # kernel pruned, as in a search, where exact-zero gradients also
         # leave zeros in the optimizer's slots.
         rng = np.random.default_rng(0)
-        for wrapper in kl.model.wrappers(wrapped).values():
+        for wrapper in wrappers(wrapped).values():
             for name in wrapper.weight_names:
                 shape = wrapper.get_mask(name).shape
                 wrapper.set_mask(name, rng.random(shape) >= sparsity)

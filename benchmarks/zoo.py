@@ -187,11 +187,11 @@ def _max_diff(a, b) -> float:
 
 def _pruned_nonzero(model) -> int:
     """Pruned entries that are not exactly 0.0 in their variables."""
-    import keras_lottery as kl
+    from keras_lottery.core.model import wrappers
 
     keras = _keras()
     count = 0
-    for wrapper in kl.model.wrappers(model).values():
+    for wrapper in wrappers(model).values():
         for name in wrapper.weight_names:
             raw = keras.ops.convert_to_numpy(wrapper.prunable_variable(name))
             count += int(np.count_nonzero(raw[wrapper.get_mask(name) == 0]))
@@ -204,6 +204,7 @@ def check(name: str, *, tflite: bool = False, fit_steps: int = 2) -> dict:
     Nothing is asserted here: the tests assert on the row, the docs print it.
     """
     import keras_lottery as kl
+    from keras_lottery.core.model import output_layer_keys, wrappers
 
     keras = _keras()
     started = time.perf_counter()
@@ -217,14 +218,14 @@ def check(name: str, *, tflite: bool = False, fit_steps: int = 2) -> dict:
     row = {
         "model": name,
         "in_place": wrapped is model,
-        "wrappers": len(kl.model.wrappers(wrapped)),
+        "wrappers": len(wrappers(wrapped)),
         "prunable": covered,
         "kernels_and_matrices": total,
         "coverage": covered / total if total else 1.0,
         "unreached": unreached,
         "unreached_warning": unreached_warning,
         "all_ones_diff": _max_diff(reference, _outputs(wrapped, x)),
-        "outputs": kl.model.output_layer_keys(wrapped),
+        "outputs": output_layer_keys(wrapped),
     }
     kl.prune(wrapped, rate=0.5)
     row["sparsity"] = kl.summary(wrapped, print_fn=None).sparsity
@@ -246,7 +247,7 @@ def check(name: str, *, tflite: bool = False, fit_steps: int = 2) -> dict:
     trained = _outputs(wrapped, x)
     plain = kl.strip(wrapped)
     row["strip_diff"] = _max_diff(trained, _outputs(plain, x))
-    row["strip_has_wrappers"] = bool(kl.model.wrappers(plain))
+    row["strip_has_wrappers"] = bool(wrappers(plain))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.keras")
         wrapped.save(path)

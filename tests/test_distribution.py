@@ -72,6 +72,7 @@ def _run(mode: str, scope, arrays: dict, layouts: dict, layout_of) -> None:
     import keras
 
     import keras_lottery as kl
+    from keras_lottery.core.model import iter_wrappers
 
     x, y = _data()
 
@@ -93,7 +94,7 @@ def _run(mode: str, scope, arrays: dict, layouts: dict, layout_of) -> None:
     arrays[f"{mode}/predict"] = plain.predict(x, batch_size=BATCH, verbose=0)
     layouts[mode] = {
         f"{key}/{what}": layout_of(variable)
-        for key, wrapper in kl.model.iter_wrappers(model)
+        for key, wrapper in iter_wrappers(model)
         for name in wrapper.weight_names
         for what, variable in [
             ("weight", wrapper.prunable_variable(name)),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
 from conftest import mlp
 
 import keras_lottery as kl
+from keras_lottery.core.model import wrappers
 
 
 def model_with_unwrapped_layers():
@@ -44,7 +47,7 @@ def test_rewind_init_restores_every_trainable_weight_bit_for_bit():
     # Kept weights at theta_0 bit for bit, pruned ones at exactly 0.0.
     pruned = {
         id(w.prunable_variable(n)): w.get_mask(n)
-        for w in kl.model.wrappers(model).values() for n in w.weight_names
+        for w in wrappers(model).values() for n in w.weight_names
     }
     for a, v in zip(theta0, model.trainable_weights):
         expected = np.where(pruned[id(v)] > 0, a, 0.0) if id(v) in pruned else a
@@ -147,3 +150,31 @@ def test_wrapped_model_loaded_from_disk_rewinds_its_wrappers(tmp_path):
     kl.rewind(loaded, "init")  # all trainable weights live in wrappers
     for a, v in zip(theta0, loaded.trainable_weights):
         np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(v))
+
+
+def test_reloaded_model_rewinds_every_weight_normalization_included(tmp_path):
+    """The rewind points of weights no wrapper holds (BatchNormalization, an
+    excluded layer) are saved in the .keras file, and so are checkpoints."""
+    model = model_with_unwrapped_layers()
+    theta0 = [np.array(v) for v in model.trainable_weights]
+    train(model, epochs=1)
+    kl.checkpoint(model)
+    at_k = [np.array(v) for v in model.trainable_weights]
+    train(model, epochs=1)
+    model.save(tmp_path / "m.keras")
+
+    loaded = kl.load_model(tmp_path / "m.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing left un-rewound
+        kl.rewind(loaded, "init")
+    for a, v in zip(theta0, loaded.trainable_weights, strict=True):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(v))
+    kl.rewind(loaded, "checkpoint")
+    for a, v in zip(at_k, loaded.trainable_weights, strict=True):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(v))
+    # The file is still a plain .keras file for Keras itself.
+    plain = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(plain.predict(np.ones((2, 6)), verbose=0)),
+        keras.ops.convert_to_numpy(model.predict(np.ones((2, 6)), verbose=0)),
+    )

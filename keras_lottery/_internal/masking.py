@@ -242,3 +242,10 @@ def _install_jax_hook() -> None:
 
 
 _install_jax_hook()
+
+
+def current_call_context():
+    """The call context of the layer call in progress (its `training`)."""
+    from keras.src.backend.common import global_state
+
+    return global_state.get_global_attribute("current_call_ctx")

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator
 import keras
 
 from keras_lottery._internal import graph
-from keras_lottery.core.wrapper import PrunableWrapper, attached_wrapper
+from keras_lottery.core.state import attached_wrapper
+from keras_lottery.core.wrapper import PrunableWrapper
 
 LayerSelector = str | type
 

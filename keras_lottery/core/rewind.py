@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 import weakref
 
@@ -10,13 +12,62 @@ import numpy as np
 from keras import ops
 
 from keras_lottery.core.model import check_model, require_wrappers, wrappers
-from keras_lottery.core.wrapper import PrunableWrapper, _copy
+from keras_lottery.core.state import host_copy
+from keras_lottery.core.wrapper import PrunableWrapper
 
 REWIND_TARGETS = ("init", "checkpoint", "random")
 
+# The one store of rewind points for the weights no wrapper holds (a
+# wrapper keeps its own weights' theta_0) and of checkpoints:
 # model -> {"init" | "checkpoint": [(variable, array), ...]}. Kept beside the
-# model (not on it) so that Keras' attribute tracking never sees NumPy data.
+# model (not on it) so that Keras' attribute tracking never sees NumPy data;
+# `model.save` writes it into the .keras file as an asset (ASSET), and
+# `keras_lottery.load_model` reads it back.
 _POINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+ASSET = "keras_lottery_rewind_points.npz"
+
+
+def _remember(model, kind: str, pairs: list) -> None:
+    """Stores a rewind point and makes `model.save` write the store."""
+    _POINTS.setdefault(model, {})[kind] = pairs
+    if "save_assets" not in model.__dict__:
+        object.__setattr__(
+            model, "save_assets", functools.partial(_save_points, model)
+        )
+
+
+def _save_points(model, directory: str) -> None:
+    own = getattr(type(model), "save_assets", None)
+    if own is not None:
+        own(model, directory)
+    index = {id(v): i for i, v in enumerate(model.trainable_weights)}
+    arrays = {
+        f"{kind}_{index[id(v)]}": array
+        for kind, pairs in _POINTS.get(model, {}).items()
+        for v, array in pairs
+        if id(v) in index
+    }
+    with open(os.path.join(directory, ASSET), "wb") as file:
+        np.savez(file, **arrays)
+
+
+def restore_points(model, arrays: dict) -> None:
+    """Sets the store from arrays saved by `model.save` (`{kind}_{index}`
+    keys, the index in `model.trainable_weights`)."""
+    variables = model.trainable_weights
+    points: dict[str, list] = {}
+    for key, array in arrays.items():
+        kind, index = key.rsplit("_", 1)
+        variable = variables[int(index)]
+        if tuple(variable.shape) != array.shape:
+            raise ValueError(
+                f"The saved rewind point '{key}' has shape {array.shape}, but "
+                f"weight '{variable.path}' has shape {tuple(variable.shape)}: "
+                "the file does not belong to this model."
+            )
+        points.setdefault(kind, []).append((variable, np.array(array)))
+    for kind, pairs in points.items():
+        _remember(model, kind, pairs)
 
 
 def _to_numpy(variable) -> np.ndarray:
@@ -57,9 +108,9 @@ def capture_init(model: keras.Model, *, wrappers_too: bool = True) -> None:
     """
     check_model(model)
     owned = _wrapper_owned(model)
-    _POINTS.setdefault(model, {})["init"] = [
+    _remember(model, "init", [
         (v, _to_numpy(v)) for v in model.trainable_weights if id(v) not in owned
-    ]
+    ])
     if wrappers_too:
         for wrapper in wrappers(model).values():
             wrapper.capture_initial()
@@ -85,9 +136,9 @@ def checkpoint(model: keras.Model) -> None:
     >>> kl.rewind(model, to="checkpoint")
     """
     check_model(model)
-    _POINTS.setdefault(model, {})["checkpoint"] = [
+    _remember(model, "checkpoint", [
         (v, _to_numpy(v)) for v in model.trainable_weights
-    ]
+    ])
 
 
 def has_checkpoint(model: keras.Model) -> bool:
@@ -112,9 +163,9 @@ def get_rewind_point(model: keras.Model, to: str = "init") -> list[np.ndarray]:
     values = {id(v): a for v, a in _POINTS.get(model, {}).get("init", [])}
     for wrapper in wrappers(model).values():
         for name, v in wrapper._weights.items():
-            values[id(v)] = _copy(wrapper._initials[name])
+            values[id(v)] = host_copy(wrapper._initials[name])
         for v, init in zip(wrapper._other_weights, wrapper._other_initials):
-            values[id(v)] = _copy(init)
+            values[id(v)] = host_copy(init)
     return [
         values[id(v)] if id(v) in values else _to_numpy(v)
         for v in model.trainable_weights
@@ -145,13 +196,11 @@ def set_rewind_point(
             )
         pairs.append((v, a.copy()))
     if to == "checkpoint":
-        _POINTS.setdefault(model, {})["checkpoint"] = pairs
+        _remember(model, "checkpoint", pairs)
         return
     by_id = {id(v): a for v, a in pairs}
     owned = _wrapper_owned(model)
-    _POINTS.setdefault(model, {})["init"] = [
-        (v, a) for v, a in pairs if id(v) not in owned
-    ]
+    _remember(model, "init", [(v, a) for v, a in pairs if id(v) not in owned])
     for wrapper in wrappers(model).values():
         for name, v in wrapper._weights.items():
             wrapper._initials[name].assign(by_id[id(v)])

@@ -2,69 +2,22 @@
 
 from __future__ import annotations
 
-import inspect
 import warnings
-import weakref
 
 import keras
 import numpy as np
 from keras import ops
 
-# Keras keeps this private; it exists in every Keras 3 release.
-from keras.src.backend.common import global_state as _global_state
-
 from keras_lottery._internal import masking as _masking
-from keras_lottery.core import registry
-
-REWIND_POINTS = ("device", "host")
-
-
-class HostValue:
-    """A rewind point kept in host memory, with the part of a variable's API
-    the wrapper uses (`assign`, `shape`, `dtype`, NumPy conversion).
-
-    For models that do not fit on the device twice:
-    `keras_lottery.wrap(model, rewind_point="host")`.
-    """
-
-    def __init__(self, like):
-        self.array = _copy(like)
-
-    @property
-    def shape(self):
-        return self.array.shape
-
-    @property
-    def dtype(self):
-        return str(self.array.dtype)
-
-    def assign(self, value):
-        array = np.asarray(ops.convert_to_numpy(value), dtype=self.array.dtype)
-        self.array = array.reshape(self.array.shape).copy()
-        return self.array
-
-    def __array__(self, dtype=None, copy=None):
-        return self.array if dtype is None else self.array.astype(dtype)
-
-
-def _copy(variable) -> np.ndarray:
-    """A host copy of a variable's value.
-
-    Assigning one variable's value to another would make both share one
-    buffer, which JAX's buffer donation in `fit` then rejects.
-    """
-    if isinstance(variable, HostValue):
-        return variable.array.copy()
-    value = ops.convert_to_numpy(variable)
-    # Some backends hand out a view of the device buffer: copy those only.
-    return value if isinstance(value, np.ndarray) and value.flags.owndata else (
-        np.array(value, copy=True)
-    )
-
-
-def _untracked(layer, name: str, value) -> None:
-    """Sets an attribute that Keras' attribute tracking does not see."""
-    object.__setattr__(layer, name, value)
+from keras_lottery.core import attached, direct_call, registry
+from keras_lottery.core.state import (
+    REWIND_POINTS,
+    HostValue,
+    WithoutKeys,
+    attached_wrapper,
+    host_copy,
+    set_untracked,
+)
 
 
 def _warn_if_distribution_ignored(layer_name: str) -> None:
@@ -92,37 +45,6 @@ def _warn_if_distribution_ignored(layer_name: str) -> None:
 
 def _variable_name(weight_name: str, suffix: str) -> str:
     return f"{weight_name.replace('/', '_')}_{suffix}"
-
-
-# layer -> the wrapper attached to it in place. Not an attribute of the
-# layer: Keras' saving walks a layer's attributes, and would save the wrapper
-# (which tracks the layer) as a child of its own layer.
-_ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def attached_wrapper(layer) -> PrunableWrapper | None:
-    """The wrapper attached to `layer` in place, if any."""
-    try:
-        return _ATTACHED.get(layer)
-    except TypeError:  # not weakly referenceable: never attached
-        return None
-
-
-class _WithoutKeys:
-    """A read-only view of a weights store without some keys."""
-
-    def __init__(self, store, hidden: set):
-        self._store = store
-        self._hidden = hidden
-
-    def keys(self):
-        return [k for k in self._store.keys() if k not in self._hidden]  # noqa: SIM118
-
-    def __getitem__(self, key):
-        return self._store[key]
-
-    def __len__(self):
-        return len(self.keys())
 
 
 @keras.saving.register_keras_serializable(package="keras_lottery")
@@ -221,11 +143,11 @@ class PrunableWrapper(keras.layers.Wrapper):
         # Containers of the wrapped layer's variables are kept out of Keras'
         # attribute tracking: tracked, they would make those variables the
         # wrapper's own too, saved twice in every `.keras` file.
-        _untracked(self, "_weights", {})
-        _untracked(self, "_other_weights", [])
-        _untracked(self, "_direct_call", False)
-        _untracked(self, "_direct_call_training", False)
-        _untracked(self, "rewind_point", rewind_point)
+        set_untracked(self, "_weights", {})
+        set_untracked(self, "_other_weights", [])
+        set_untracked(self, "_direct_call", False)
+        set_untracked(self, "_direct_call_training", False)
+        set_untracked(self, "rewind_point", rewind_point)
         self._masks = {}
         self._initials = {}
         self._other_initials = []
@@ -255,7 +177,7 @@ class PrunableWrapper(keras.layers.Wrapper):
                 "has no prunable weights once built (got none from the "
                 "registry or get_prunable_weights())."
             )
-        _untracked(self, "_weights", weights)
+        set_untracked(self, "_weights", weights)
         _warn_if_distribution_ignored(self.name)
         for name, variable in weights.items():
             self._masks[name] = self._add_state_like(
@@ -266,14 +188,14 @@ class PrunableWrapper(keras.layers.Wrapper):
             )
             _masking.attach(variable, self._masks[name])
         prunable_ids = {id(v) for v in weights.values()}
-        _untracked(
+        set_untracked(
             self,
             "_other_weights",
             [v for v in self.layer.trainable_weights if id(v) not in prunable_ids],
         )
-        direct, takes_training = self._plan_direct_call()
-        _untracked(self, "_direct_call", direct)
-        _untracked(self, "_direct_call_training", takes_training)
+        direct, takes_training = direct_call.plan(self.layer, self)
+        set_untracked(self, "_direct_call", direct)
+        set_untracked(self, "_direct_call_training", takes_training)
         self._other_initials = []
         for i, variable in enumerate(self._other_weights):
             self._other_initials.append(
@@ -285,7 +207,7 @@ class PrunableWrapper(keras.layers.Wrapper):
         if self.rewind_point == "host":
             return HostValue(variable)
         state = self._add_state_like(variable, name, "zeros")
-        state.assign(_copy(variable))
+        state.assign(host_copy(variable))
         return state
 
     def _host_values(self) -> list[HostValue]:
@@ -304,22 +226,8 @@ class PrunableWrapper(keras.layers.Wrapper):
             store[f"host_{i}"] = value.array
 
     def load_own_variables(self, store):
-        hidden = self._load_host_values(store, "host_")
-        super().load_own_variables(_WithoutKeys(store, hidden))
-
-    def _load_host_values(self, store, prefix: str) -> set:
-        keys = [k for k in store.keys() if k.startswith(prefix)]  # noqa: SIM118
-        values = self._host_values()
-        if len(keys) != len(values):
-            raise ValueError(
-                f"Layer '{self.layer.name}' keeps {len(values)} rewind values "
-                f"on the host, but the file has {len(keys)}: it was saved "
-                "with another rewind_point ('host' or 'device'). Wrap the "
-                "model with the rewind_point it was saved with."
-            )
-        for i, value in enumerate(values):
-            value.assign(store[f"{prefix}{i}"])
-        return set(keys)
+        hidden = attached.load_host_values(self, store, "host_")
+        super().load_own_variables(WithoutKeys(store, hidden))
 
     def _add_state_like(self, like, name: str, initializer: str, dtype=None):
         """A non-trainable variable of `like`'s shape, dtype and layout.
@@ -370,64 +278,11 @@ class PrunableWrapper(keras.layers.Wrapper):
     def call(self, inputs, *args, **kwargs):
         # Nothing to mask here: the variables hold the pruned zeros.
         if self._direct_call and not args and kwargs.keys() <= {"training"}:
-            return self._call_directly(inputs, kwargs.get("training"))
+            return direct_call.call(
+                self.layer, inputs, kwargs.get("training"),
+                self._direct_call_training,
+            )
         return self.layer(inputs, *args, **kwargs)
-
-    def _call_directly(self, inputs, training):
-        """`layer.call(inputs)`, skipping the layer's own `__call__`.
-
-        Only for layers where that `__call__` would add nothing to what the
-        wrapper's `__call__` already did (same dtype policy, no activity
-        regularizer, no quantization, a `call(inputs[, training])`): it saves
-        a second pass through Keras' call machinery on every step, which is
-        most of the wrapper's cost in eager execution (PyTorch).
-        """
-        if not self._direct_call_training:
-            return self.layer.call(inputs)
-        if training is None:
-            context = _global_state.get_global_attribute("current_call_ctx")
-            training = getattr(context, "training", None)
-        if training is None:
-            return self.layer.call(inputs)
-        return self.layer.call(inputs, training=training)
-
-    def _plan_direct_call(self) -> tuple[bool, bool]:
-        """Whether `call` may skip the wrapped layer's `__call__`.
-
-        Returns:
-            `(direct, takes_training)`.
-        """
-        layer = self.layer
-        if (
-            type(layer).__call__ is not keras.layers.Layer.__call__
-            or getattr(layer, "activity_regularizer", None) is not None
-            or getattr(layer, "quantization_mode", None) is not None
-            or layer.dtype_policy.name != self.dtype_policy.name
-            or layer.autocast != self.autocast
-            or getattr(layer, "_convert_input_args", True)
-            != getattr(self, "_convert_input_args", True)
-            or set(getattr(layer, "_call_context_args", ())) - {"training"}
-        ):
-            return False, False
-        try:
-            parameters = list(inspect.signature(layer.call).parameters.values())
-        except (TypeError, ValueError):  # pragma: no cover - builtins
-            return False, False
-        positional = (
-            inspect.Parameter.POSITIONAL_ONLY,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        )
-        if not parameters or parameters[0].kind not in positional:
-            return False, False
-        rest = parameters[1:]
-        if any(
-            p.name != "training"
-            or p.kind
-            in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-            for p in rest
-        ):
-            return False, False
-        return True, bool(rest)
 
     def compute_output_spec(self, *args, **kwargs):
         return self.layer.compute_output_spec(*args, **kwargs)
@@ -511,9 +366,9 @@ class PrunableWrapper(keras.layers.Wrapper):
         """Stores the current weights of the layer as its rewind point."""
         self._require_built()
         for name, variable in self._weights.items():
-            self._initials[name].assign(_copy(variable))
+            self._initials[name].assign(host_copy(variable))
         for variable, initial in zip(self._other_weights, self._other_initials):
-            initial.assign(_copy(variable))
+            initial.assign(host_copy(variable))
 
     def restore_initial(self) -> None:
         """Sets the layer's trainable weights back to the rewind point.
@@ -523,9 +378,9 @@ class PrunableWrapper(keras.layers.Wrapper):
         """
         self._require_built()
         for name, variable in self._weights.items():
-            variable.assign(_copy(self._initials[name]))
+            variable.assign(host_copy(self._initials[name]))
         for variable, initial in zip(self._other_weights, self._other_initials):
-            variable.assign(_copy(initial))
+            variable.assign(host_copy(initial))
 
     def release(self) -> None:
         """Stops masking the wrapped layer's variables (their values stay).
@@ -535,12 +390,7 @@ class PrunableWrapper(keras.layers.Wrapper):
         """
         for variable in self._weights.values():
             _masking.detach(variable)
-        layer = self.layer
-        if attached_wrapper(layer) is self:
-            del _ATTACHED[layer]
-            for attribute in ("save_own_variables", "load_own_variables"):
-                if attribute in layer.__dict__:
-                    object.__delattr__(layer, attribute)
+        attached.detach(self)
 
     # ------------------------------------------------- attached (in place)
     @classmethod
@@ -573,44 +423,10 @@ class PrunableWrapper(keras.layers.Wrapper):
                 "mask yet. Build the model (call it on a batch) before "
                 "keras_lottery.wrap(model)."
             )
-        wrapper = cls(layer, rewind_point, name=f"prunable_{layer.name}")
-        wrapper.build()
-        _ATTACHED[layer] = wrapper
-        _untracked(layer, "save_own_variables", wrapper._save_attached)
-        _untracked(layer, "load_own_variables", wrapper._load_attached)
-        return wrapper
+        return attached.attach(cls, layer, rewind_point)
 
     def _state_variables(self) -> list:
         return self._trainable_variables + self._non_trainable_variables
-
-    def _save_attached(self, store) -> None:
-        type(self.layer).save_own_variables(self.layer, store)
-        for i, variable in enumerate(self._state_variables()):
-            store[f"lottery_{i}"] = ops.convert_to_numpy(variable)
-        for i, value in enumerate(self._host_values()):
-            store[f"lottery_host_{i}"] = value.array
-
-    def _load_attached(self, store) -> None:
-        keys = list(store.keys())
-        hidden = set()
-        if any(k.startswith("lottery_") for k in keys):
-            hidden = self._load_host_values(store, "lottery_host_")
-        state = [k for k in keys
-                 if k.startswith("lottery_") and k not in hidden]
-        if state:  # masks first: the weights are then masked by the new ones
-            variables = self._state_variables()
-            if len(state) != len(variables):
-                raise ValueError(
-                    f"Layer '{self.layer.name}' holds {len(variables)} "
-                    "keras_lottery state variables (masks and rewind points), "
-                    f"but the file has {len(state)}. Was it saved from a model "
-                    "wrapped with different include/exclude arguments?"
-                )
-            for i, variable in enumerate(variables):
-                variable.assign(store[f"lottery_{i}"])
-        type(self.layer).load_own_variables(
-            self.layer, _WithoutKeys(store, set(state) | hidden)
-        )
 
     def _check_name(self, name):
         if name not in self._weights:

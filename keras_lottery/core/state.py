@@ -1,0 +1,96 @@
+"""What keras_lottery keeps beside a layer's own variables.
+
+Rewind points in host memory (`HostValue`), the registry of wrappers
+attached in place, and the small tools both use to stay out of Keras'
+attribute tracking and weight files.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+from keras import ops
+
+REWIND_POINTS = ("device", "host")
+
+
+class HostValue:
+    """A rewind point kept in host memory, with the part of a variable's API
+    the wrapper uses (`assign`, `shape`, `dtype`, NumPy conversion).
+
+    For models that do not fit on the device twice:
+    `keras_lottery.wrap(model, rewind_point="host")`.
+    """
+
+    def __init__(self, like):
+        self.array = host_copy(like)
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+    @property
+    def dtype(self):
+        return str(self.array.dtype)
+
+    def assign(self, value):
+        array = np.asarray(ops.convert_to_numpy(value), dtype=self.array.dtype)
+        self.array = array.reshape(self.array.shape).copy()
+        return self.array
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype)
+
+
+def host_copy(variable) -> np.ndarray:
+    """A host copy of a variable's value.
+
+    Assigning one variable's value to another would make both share one
+    buffer, which JAX's buffer donation in `fit` then rejects.
+    """
+    if isinstance(variable, HostValue):
+        return variable.array.copy()
+    value = ops.convert_to_numpy(variable)
+    # Some backends hand out a view of the device buffer: copy those only.
+    return value if isinstance(value, np.ndarray) and value.flags.owndata else (
+        np.array(value, copy=True)
+    )
+
+
+def set_untracked(layer, name: str, value) -> None:
+    """Sets an attribute that Keras' attribute tracking does not see."""
+    object.__setattr__(layer, name, value)
+
+
+# layer -> the wrapper attached to it in place. Not an attribute of the
+# layer: Keras' saving walks a layer's attributes, and would save the wrapper
+# (which tracks the layer) as a child of its own layer.
+ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def attached_wrapper(layer):
+    """The wrapper attached to `layer` in place, if any."""
+    try:
+        return ATTACHED.get(layer)
+    except TypeError:  # not weakly referenceable: never attached
+        return None
+
+
+class WithoutKeys:
+    """A read-only view of a weights store without some keys."""
+
+    def __init__(self, store, hidden: set):
+        self._store = store
+        self._hidden = hidden
+
+    def keys(self):
+        return [k for k in self._store.keys() if k not in self._hidden]  # noqa: SIM118
+
+    def __getitem__(self, key):
+        return self._store[key]
+
+    def __len__(self):
+        return len(self.keys())
+
+
