@@ -280,7 +280,7 @@ def test_target_sparsity_counts_the_units_prune_removes():
     for target in (0.3, 0.5, 0.7):
         result = kl.lottery_search(
             make_model(), fit_fn, rounds=2, target_sparsity=target,
-            prune_options={"granularity": "channel"}, verbose=0,
+            granularity="channel", verbose=0,
         )
         reached = 1 - result.rounds[-1].remaining
         assert target <= reached < target + 16 / 240, (target, reached)
@@ -386,6 +386,159 @@ def test_bad_arguments_are_clear_errors(tmp_path):
             make_model(), fit_fn, rounds=1, rate=0.3, directory=tmp_path,
             verbose=0,
         )
+
+
+# ------------------------------------------------- traps (issue 16)
+def unnamed_model(hidden=16, layers=1):
+    """The same Sequential each call, with Keras' automatic layer names
+    (`dense_4`, `dense_5`, ... : new ones every time it is built)."""
+    model = kl.wrap(keras.Sequential([
+        keras.Input((12,)),
+        *[keras.layers.Dense(hidden, activation="relu") for _ in range(layers)],
+        keras.layers.Dense(3),
+    ]))
+    model.compile(
+        keras.optimizers.Adam(0.01),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def test_resume_matches_the_architecture_not_the_layer_names(tmp_path):
+    """A notebook cell run again builds the same model with new automatic
+    layer names: resuming its search works; another shape is refused,
+    naming the weight that differs."""
+    first, second = unnamed_model(), unnamed_model()
+    assert list(kl.get_masks(first)) != list(kl.get_masks(second))
+    calls = []
+
+    def preempted_in_round_1(model):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("pre-empted")
+        return fit_fn(model)
+
+    with pytest.raises(KeyboardInterrupt):
+        kl.lottery_search(first, preempted_in_round_1, rounds=2, rate=0.5,
+                          directory=tmp_path, seed=0, verbose=0)
+    assert [p.name for p in tmp_path.glob("round_*.json")] == ["round_000.json"]
+    result = kl.lottery_search(second, fit_fn, rounds=2, rate=0.5,
+                               directory=tmp_path, seed=0, verbose=0)
+    assert [r.round for r in result.rounds] == [0, 1, 2]
+    assert len(calls) == 2  # round 0 was not trained again
+    for saved, built in zip(result.masks(2).values(),
+                            kl.get_masks(result.ticket(2)).values()):
+        np.testing.assert_array_equal(saved, built)
+    again = kl.SearchResult.load(tmp_path, model=unnamed_model())
+    assert kl.summary(again.ticket(1), print_fn=None).remaining == (
+        result[1].layers[next(iter(result[1].layers))][0]
+        + list(result[1].layers.values())[1][0])
+
+    with pytest.raises(ValueError, match=(
+            r"another architecture: prunable weight 0 \('dense\w*/kernel' "
+            r"saved, 'dense\w*/kernel' now\) has shape \[12, 16\] saved vs "
+            r"\[12, 8\] now.*nothing was overwritten")):
+        kl.lottery_search(unnamed_model(hidden=8), fit_fn, rounds=2, rate=0.5,
+                          directory=tmp_path, seed=0, verbose=0)
+    with pytest.raises(ValueError, match=(
+            r"the saved search has 2 prunable weights \[\[12, 16\], \[16, 3\]\]"
+            r", this model has 3")):
+        kl.lottery_search(unnamed_model(layers=2), fit_fn, rounds=2, rate=0.5,
+                          directory=tmp_path, seed=0, verbose=0)
+    assert len(kl.SearchResult.load(tmp_path)) == 3  # nothing overwritten
+
+
+def test_from_json_builds_tickets_from_its_search_directory(tmp_path):
+    directory = tmp_path / "search"
+    result = kl.lottery_search(make_model(), fit_fn, rounds=1, rate=0.5,
+                               directory=directory, seed=0, verbose=0)
+    result.to_json(tmp_path / "result.json")
+    again = kl.SearchResult.from_json(tmp_path / "result.json", model=make_model())
+    assert again.directory == directory
+    np.testing.assert_allclose(
+        again.ticket(1, trained=True).predict(X, verbose=0),
+        result.ticket(1, trained=True).predict(X, verbose=0), atol=1e-6)
+    # Without a model, ticket says how to pass one.
+    with pytest.raises(ValueError, match=r"holds no model.*ticket\(1, model="):
+        kl.SearchResult.from_json(tmp_path / "result.json").ticket(1)
+    # JSON alone keeps the numbers only: ticket says where masks are kept.
+    alone = kl.lottery_search(make_model(), fit_fn, rounds=1, verbose=0)
+    text = alone.to_json()
+    with pytest.raises(ValueError, match=(
+            r"masks of round 1 are not in this result: to_json keeps the "
+            r"numbers only.*SearchResult.load\(directory, model=")):
+        kl.SearchResult.from_json(text, model=make_model()).ticket(1)
+    # A result is never written over the search's own files.
+    with pytest.raises(ValueError, match="file of the search directory"):
+        result.to_json(directory / "search.json")
+    assert kl.SearchResult.load(directory).args == result.args
+
+
+def test_best_model_is_the_winning_ticket_trained(tmp_path):
+    model = make_model()
+    result = kl.lottery_search(model, fit_fn, rounds=2, rate=0.5,
+                               directory=tmp_path, seed=0, verbose=0)
+    record = result.best_ticket(tolerance=1.0)
+    assert record.round == 2
+    winner = result.best_model(tolerance=1.0)
+    np.testing.assert_allclose(winner.predict(X, verbose=0),
+                               model.predict(X, verbose=0), atol=1e-6)
+    assert kl.summary(winner, print_fn=None).remaining == sum(
+        v[0] for v in record.layers.values())
+    plain = kl.strip(winner)  # what to save or export
+    assert not kl.coverage(plain)[0]
+    # Read back from disk, the architecture comes from the caller.
+    loaded = kl.SearchResult.load(tmp_path)
+    with pytest.raises(ValueError, match=r"holds no model.*model=make_model\(\)"):
+        loaded.best_model(tolerance=1.0)
+    np.testing.assert_allclose(
+        loaded.best_model(tolerance=1.0, model=make_model()).predict(X, verbose=0),
+        model.predict(X, verbose=0), atol=1e-6)
+    # A record where a model is expected says how to get the model.
+    with pytest.raises(TypeError, match=r"RoundRecord.*result.ticket"):
+        kl.summary(record)
+
+
+def test_prune_options_are_keyword_arguments_checked_up_front(tmp_path):
+    calls = []
+
+    def counting_fit(model):
+        calls.append(1)
+        return fit_fn(model)
+
+    with pytest.raises(TypeError, match=r"lottery_search got unexpected keyword "
+                       r"argument\(s\) \['granularty'\]"):
+        kl.lottery_search(make_model(), counting_fit, rounds=1, granularty="channel",
+                          directory=tmp_path / "typo", verbose=0)
+    with pytest.raises(ValueError, match="scope"):
+        kl.lottery_search(make_model(), counting_fit, rounds=1, scope="globl",
+                          verbose=0)
+    assert calls == [] and not (tmp_path / "typo").exists()
+
+    by_keyword = kl.lottery_search(
+        make_model(), fit_fn, rounds=1, rate=0.5, granularity="channel",
+        scope="global", directory=tmp_path / "kw", seed=0, verbose=0)
+    assert by_keyword.args["scope"] == "global"
+    assert by_keyword.args["prune_options"] == {"granularity": "'channel'"}
+    with pytest.warns(DeprecationWarning, match=r"pass the prune options as "
+                      r"keyword arguments, lottery_search\(\.\.\., "
+                      r"granularity='channel'\)"):
+        by_dict = kl.lottery_search(
+            make_model(), fit_fn, rounds=1, rate=0.5, scope="global",
+            prune_options={"granularity": "channel"}, seed=0, verbose=0)
+    for a, b in zip(by_dict.masks(1).values(), by_keyword.masks(1).values()):
+        np.testing.assert_array_equal(a, b)
+    # Resuming with other prune options is refused, naming them.
+    with pytest.raises(ValueError, match=r"different arguments \(prune_options"):
+        kl.lottery_search(make_model(), fit_fn, rounds=1, rate=0.5,
+                          scope="global", directory=tmp_path / "kw", seed=0,
+                          verbose=0)
+    with pytest.raises(TypeError, match=r"`seed` is lottery_search.s own argument"):
+        kl.lottery_search(make_model(), fit_fn, rounds=1,
+                          prune_options={"seed": 1}, verbose=0)
+    with pytest.raises(TypeError, match=r"\['scope'\] given both"):
+        kl.lottery_search(make_model(), fit_fn, rounds=1, scope="layer",
+                          prune_options={"scope": "global"}, verbose=0)
 
 
 _RESUME_SCRIPT = textwrap.dedent(
