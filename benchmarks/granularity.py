@@ -105,7 +105,8 @@ def search(granularity: str, args, data) -> tuple[object, object, float]:
 
 
 def tflite_latency(model, path, sparse: bool, runs: int, repeats: int) -> dict:
-    from keras_lottery.deploy.export import benchmark_tflite, export_tflite
+    from keras_lottery.deploy.tflite.benchmark import benchmark_tflite
+    from keras_lottery.deploy.tflite.export import export_tflite
 
     report = export_tflite(model, path, sparse=sparse)
     rows = [benchmark_tflite(path, (1,), threads=1, runs=runs,

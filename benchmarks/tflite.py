@@ -41,7 +41,9 @@ import keras
 import numpy as np
 
 import keras_lottery as kl
-from keras_lottery.deploy.export import ExportError, benchmark_tflite, export_tflite
+from keras_lottery.deploy.tflite.benchmark import benchmark_tflite
+from keras_lottery.deploy.tflite.export import export_tflite
+from keras_lottery.deploy.tflite.report import ExportError
 
 MODELS = {
     "LeNet-300-100": (784, 300, 100, 10),

@@ -127,7 +127,8 @@ def main(argv=None) -> int:
 
     import keras_lottery as kl
     from keras_lottery.apps.data import load_mnist
-    from keras_lottery.deploy.export import benchmark_tflite, export_tflite
+    from keras_lottery.deploy.tflite.benchmark import benchmark_tflite
+    from keras_lottery.deploy.tflite.export import export_tflite
     from keras_lottery.deploy.xnnpack import check_block_alignment
 
     data = load_mnist(args.data)

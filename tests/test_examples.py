@@ -108,7 +108,7 @@ def test_lstm_quick(mnist_path):
 @only_jax
 def test_deploy_tflite_quick(mnist_path, tmp_path):
     """Block-pruned ticket -> verified block-sparse .tflite, timed beside dense."""
-    from keras_lottery.deploy.export import read_tflite_weights
+    from keras_lottery.deploy.tflite.flatbuffer import read_tflite_weights
 
     pytest.importorskip("ai_edge_litert")
     out = run_example("deploy_tflite.py", "--data", mnist_path,

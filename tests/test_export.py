@@ -18,16 +18,12 @@ import pytest
 from conftest import mlp
 
 import keras_lottery as kl
-from keras_lottery import cli
-from keras_lottery.deploy.export import (
-    TOLERANCES,
-    ExportError,
-    ExportReport,
-    _verify,
-    benchmark_tflite,
-    export_tflite,
-    inspect_tflite,
-)
+from keras_lottery.apps import cli
+from keras_lottery.deploy.tflite.benchmark import benchmark_tflite
+from keras_lottery.deploy.tflite.export import export_tflite
+from keras_lottery.deploy.tflite.interpreter import inspect_tflite
+from keras_lottery.deploy.tflite.report import ExportError, ExportReport
+from keras_lottery.deploy.tflite.verify import TOLERANCES, verify
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
@@ -282,7 +278,7 @@ def test_mismatch_is_a_clear_error(unstructured):
     other = mlp((64, 256, 256, 16))  # same shapes, other weights
     x = np.ones((2, 64), "float32")
     with pytest.raises(ExportError, match="differ from the Keras model"):
-        _verify(path.read_bytes(), other, [x], None, xnnpack_loads=True)
+        verify(path.read_bytes(), other, [x], None, xnnpack_loads=True)
 
 
 # -------------------------------------------------------------- benchmark

@@ -77,7 +77,7 @@ def _load_arrays(path: str):
 def _export(args: argparse.Namespace) -> int:
     import keras
 
-    from keras_lottery.deploy.export import export_tflite
+    from keras_lottery.deploy.tflite.export import export_tflite
 
     model = keras.saving.load_model(args.model)
     data = _load_arrays(args.representative) if args.representative else None
@@ -96,7 +96,7 @@ def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from keras_lottery.deploy.export import inspect_tflite
+    from keras_lottery.deploy.tflite.interpreter import inspect_tflite
 
     report = inspect_tflite(args.tflite)
     print(report.to_json(indent=2) if args.json else report)

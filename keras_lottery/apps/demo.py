@@ -206,7 +206,8 @@ def export_ticket(ticket, dense, data, output: Path, *, quick: bool) -> dict:
     dense; the figures compare the two files.
     """
     import keras_lottery as kl
-    from keras_lottery.deploy.export import benchmark_tflite, export_tflite
+    from keras_lottery.deploy.tflite.benchmark import benchmark_tflite
+    from keras_lottery.deploy.tflite.export import export_tflite
 
     sample = data.x_test[:8]
     ticket_path = output / "winning_ticket.tflite"

@@ -1,0 +1,285 @@
+"""Reading a `.tflite` flatbuffer: ops, stored weights, sparse encodings."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+
+from keras_lottery.deploy.tflite.paths import check_path
+
+#: Ops that only unpack a stored weight; the reader looks through them.
+UNPACK_OPS = ("DENSIFY", "DEQUANTIZE")
+
+TENSOR_TYPES = {
+    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64",
+    6: "bool", 7: "int16", 9: "int8", 10: "float64", 17: "int4",
+}
+
+
+def _schema():
+    """The flatbuffer reader generated from TFLite's `schema.fbs`."""
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError:  # pragma: no cover - depends on what is installed
+        try:
+            from tensorflow.lite.python import schema_py_generated
+        except ImportError as error:
+            raise ImportError(
+                "Reading a .tflite file needs the TFLite schema reader, "
+                "shipped in `ai-edge-litert` (or `tensorflow`). Install it "
+                "with: pip install 'keras-lottery[export]'."
+            ) from error
+    return schema_py_generated
+
+
+def _op_names() -> dict[int, str]:
+    ops = _schema().BuiltinOperator
+    return {v: k for k, v in vars(ops).items() if not k.startswith("_")}
+
+
+def _buffer_bytes(buffer) -> int:
+    if buffer is None:
+        return 0
+    if getattr(buffer, "offset", 0) and buffer.offset > 1:
+        return int(buffer.size)
+    return 0 if buffer.data is None else len(buffer.data)
+
+
+def _name(raw) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+
+
+def _block(tensor) -> tuple[int, ...]:
+    sparsity = tensor.sparsity
+    rank = len(tensor.shape)
+    block = [1] * rank
+    block_map = [] if sparsity.blockMap is None else list(sparsity.blockMap)
+    for k, dim in enumerate(block_map):
+        block[int(dim)] = int(sparsity.dimMetadata[rank + k].denseSize)
+    return tuple(block)
+
+
+def keras_weight_shapes(model) -> list[tuple[str, tuple[int, ...]]]:
+    """`(layer name, sorted shape)` of every rank >= 2 weight, in order."""
+    found = []
+
+    def visit(layer, prefix):
+        children = getattr(layer, "layers", None)
+        if isinstance(layer, keras.Model) and children is not None:
+            for child in children:
+                visit(child, f"{prefix}{layer.name}/" if layer is not model
+                      else prefix)
+            return
+        for weight in layer.weights:
+            if len(weight.shape) >= 2:
+                found.append((prefix + layer.name,
+                              tuple(sorted(int(d) for d in weight.shape))))
+
+    visit(model, "")
+    return found
+
+
+def _name_layers(encodings: list[dict], keras_weights) -> None:
+    """Sets each encoding's `layer` from the Keras model, else the tensor.
+
+    TFLite keeps no layer names, and the tensor names carry TensorFlow's
+    uniquified scopes (`dense_1_2`), so weights are matched to the Keras
+    weights of the same shape, in graph order.
+    """
+    unused = list(keras_weights)
+    for record in encodings:
+        key = tuple(sorted(record["shape"]))
+        match = next((i for i, (_, shape) in enumerate(unused)
+                      if shape == key), None)
+        if match is not None:
+            record["layer"] = unused.pop(match)[0]
+        else:
+            first = record["tensor"].split(";")[0]
+            record["layer"] = first.rsplit("/", 1)[0] if "/" in first else first
+
+
+class Flatbuffer:
+    """A `.tflite` file's first subgraph, its op names and the producer of
+    every tensor, for the readers below."""
+
+    def __init__(self, content: bytes):
+        schema = _schema()
+        self.model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+        names = _op_names()
+        custom = getattr(schema.BuiltinOperator, "CUSTOM", 32)
+        self.codes: list[tuple[str, int]] = []
+        for code in self.model.operatorCodes:
+            builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+            if builtin == custom:
+                self.codes.append((_name(code.customCode) or "CUSTOM", code.version))
+            else:
+                self.codes.append((names.get(builtin, str(builtin)), code.version))
+        self.graph = self.model.subgraphs[0]
+        self.operators = list(self.graph.operators or [])
+        self.producer = {}
+        for index, op in enumerate(self.operators):
+            for out in op.outputs if op.outputs is not None else []:
+                self.producer[int(out)] = index
+
+    def op_name(self, op) -> str:
+        return self.codes[op.opcodeIndex][0]
+
+    def stored_bytes(self, t: int) -> int:
+        tensor = self.graph.tensors[t]
+        if tensor.buffer <= 0:
+            return 0
+        return _buffer_bytes(self.model.buffers[tensor.buffer])
+
+    def source(self, t: int) -> tuple[int | None, list[str]]:
+        """(stored tensor index, unpack ops) behind an op input: looks
+        through DENSIFY / DEQUANTIZE to the constant they unpack."""
+        chain = []
+        while not self.stored_bytes(t):
+            index = self.producer.get(t)
+            if index is None:
+                return None, chain
+            op = self.operators[index]
+            if self.op_name(op) not in UNPACK_OPS:
+                return None, chain
+            chain.append(self.op_name(op))
+            t = int(op.inputs[0])
+        return t, chain
+
+
+def read_flatbuffer(content: bytes, keras_weights=()):
+    """Per-weight encodings and op versions, read from the flatbuffer."""
+    fb = Flatbuffer(content)
+    graph = fb.graph
+    versions: dict[str, int] = {}
+    for op_name, version in fb.codes:
+        versions[op_name] = max(versions.get(op_name, 0), int(version))
+
+    encodings = []
+    for index, op in enumerate(fb.operators):
+        op_name = fb.op_name(op)
+        if op_name in UNPACK_OPS:
+            continue
+        for t in op.inputs if op.inputs is not None else []:
+            t = int(t)
+            if t < 0:
+                continue
+            stored, chain = fb.source(t)
+            if stored is None:
+                continue
+            tensor = graph.tensors[stored]
+            shape = tuple(int(s) for s in tensor.shape)
+            if len(shape) < 2:
+                continue  # biases, shapes, scalars
+            dtype = TENSOR_TYPES.get(int(tensor.type), str(tensor.type))
+            nbytes = fb.stored_bytes(stored)
+            total = int(np.prod(shape))
+            itemsize = np.dtype(dtype).itemsize if dtype in (
+                "float32", "float16", "int8", "int32", "uint8", "int16",
+                "int64", "float64") else 1
+            if tensor.sparsity is None:
+                encoding, block = "dense", None
+            else:
+                encoding = "densify" if chain else "block_sparse"
+                block = _block(tensor)
+            tname = _name(tensor.name)
+            encodings.append({
+                "op": op_name, "op_index": index,
+                "layer": "",
+                "tensor": tname, "shape": shape, "dtype": dtype,
+                "encoding": encoding, "block": block,
+                "stored_fraction": min(1.0, nbytes / itemsize / total),
+                "stored_bytes": nbytes,
+            })
+    _name_layers(encodings, keras_weights)
+    return encodings, versions, len(fb.operators)
+
+
+def _decode_sparse(tensor, values: np.ndarray) -> np.ndarray:
+    """Dense array of a tensor stored in TFLite's sparse format."""
+    sparsity = tensor.sparsity
+    shape = tuple(int(s) for s in tensor.shape)
+    rank = len(shape)
+    order = [int(t) for t in sparsity.traversalOrder]
+    block_map = [] if sparsity.blockMap is None else [int(b) for b in sparsity.blockMap]
+    position = np.zeros(1, dtype=np.int64)
+    coords: list[np.ndarray] = []
+    for meta in sparsity.dimMetadata:
+        if int(meta.format) == 0:  # DENSE
+            size = int(meta.denseSize)
+            count = position.size
+            position = (position[:, None] * size + np.arange(size)).ravel()
+            coords = [np.repeat(c, size) for c in coords]
+            coords.append(np.tile(np.arange(size), count))
+        else:  # SPARSE_CSR
+            segments = np.asarray(meta.arraySegments.values, dtype=np.int64)
+            indices = np.asarray(meta.arrayIndices.values, dtype=np.int64)
+            starts, ends = segments[position], segments[position + 1]
+            lengths = ends - starts
+            offsets = np.repeat(ends - lengths.cumsum(), lengths)
+            position = np.arange(lengths.sum()) + offsets
+            coords = [np.repeat(c, lengths) for c in coords]
+            coords.append(indices[position])
+    index = [np.zeros(position.size, dtype=np.int64) for _ in range(rank)]
+    block_size = {d: 1 for d in range(rank)}
+    for k, dim in enumerate(block_map):
+        level = order.index(rank + k)
+        block_size[dim] = int(sparsity.dimMetadata[level].denseSize)
+    for level, dim in enumerate(order):
+        if dim < rank:
+            index[dim] += coords[level] * block_size[dim]
+        else:
+            index[block_map[dim - rank]] += coords[level]
+    dense = np.zeros(shape, dtype=values.dtype)
+    dense[tuple(index)] = values[: position.size]
+    return dense
+
+
+def read_tflite_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The weights of a `.tflite` file's FULLY_CONNECTED and CONV_2D ops.
+
+    Read from the flatbuffer: dense buffers as they are, sparse ones
+    decoded from their `traversal_order` / `block_map` / `dim_metadata`,
+    looking through DENSIFY and DEQUANTIZE. Quantized weights come back as
+    their stored integers (zeros stay zeros).
+
+    Args:
+        path: A `.tflite` file.
+
+    Returns:
+        `{"OP#index:tensor name": array in TFLite layout}`:
+        FullyConnected `[out, in]`, Conv2D `[out, kh, kw, in]`.
+
+    Example:
+
+    >>> from keras_lottery.deploy.tflite.flatbuffer import read_tflite_weights
+    >>> read_tflite_weights("model.tflite")  # doctest: +SKIP
+    """
+    path = check_path(path, must_exist=True)
+    with open(path, "rb") as f:
+        fb = Flatbuffer(f.read())
+    found = {}
+    for index, op in enumerate(fb.operators):
+        if fb.op_name(op) not in ("FULLY_CONNECTED", "CONV_2D"):
+            continue
+        stored, _ = fb.source(int(op.inputs[1]))
+        if stored is None:
+            continue
+        tensor = fb.graph.tensors[stored]
+        buffer = fb.model.buffers[tensor.buffer]
+        dtype = TENSOR_TYPES.get(int(tensor.type))
+        if buffer.data is None or dtype not in (
+                "float32", "float16", "int8", "uint8", "int16"):
+            continue
+        values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=dtype)
+        if tensor.sparsity is not None:
+            weight = _decode_sparse(tensor, values)
+        else:
+            weight = values.reshape([int(d) for d in tensor.shape])
+        name = _name(tensor.name).split(";")[0]
+        found[f"{fb.op_name(op)}#{index}:{name}"] = weight
+    return found
+
+
+__all__ = ["read_tflite_weights"]

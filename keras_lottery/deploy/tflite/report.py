@@ -1,0 +1,203 @@
+"""What an export wrote: per-tensor encodings, sizes, placement, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from keras_lottery.errors import KerasLotteryError
+
+
+class ExportError(KerasLotteryError, RuntimeError):
+    """The converted model failed to load or to match the Keras model.
+
+    Attributes:
+        runtime: `"xnnpack"` or `"builtin"` when the failure is specific to
+            one runtime, else None.
+
+    Example:
+
+    >>> from keras_lottery.deploy.tflite.report import ExportError
+    >>> ExportError("outputs differ", runtime="xnnpack").runtime
+    'xnnpack'
+    """
+
+    def __init__(self, message: str, *, runtime: str | None = None):
+        super().__init__(message)
+        self.runtime = runtime
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorEncoding:
+    """How the converter stored one weight tensor of one op.
+
+    Attributes:
+        op: The op consuming the weight, e.g. `"FULLY_CONNECTED"`.
+        op_index: Index of that op in the main subgraph.
+        layer: The Keras layer the weight belongs to when known, else the
+            first component of the tensor name.
+        tensor: The name of the stored tensor in the flatbuffer.
+        shape: Its shape in TFLite layout (FullyConnected: `[out, in]`).
+        dtype: Its stored type (`"float32"`, `"int8"`, `"float16"`).
+        encoding: `"block_sparse"`, `"densify"` or `"dense"` (see
+            `keras_lottery.deploy.tflite`).
+        block: The sparse block shape in TFLite layout (`(1, 4)` is four
+            consecutive inputs of one output unit), None when dense.
+        stored_fraction: Fraction of the tensor's values actually stored.
+        stored_bytes: Bytes of the stored values (indices excluded).
+        xnnpack: Whether the op was delegated to XNNPACK when loaded with
+            the default delegates; None when the model did not load.
+
+    Example:
+
+    >>> from keras_lottery.deploy.tflite.report import TensorEncoding
+    >>> t = TensorEncoding("FULLY_CONNECTED", 0, "dense", "w", (4, 8),
+    ...                    "float32", "block_sparse", (1, 4), 0.1, 13, False)
+    >>> t.describe()
+    'block-sparse 1x4'
+    """
+
+    op: str
+    op_index: int
+    layer: str
+    tensor: str
+    shape: tuple[int, ...]
+    dtype: str
+    encoding: str
+    block: tuple[int, ...] | None
+    stored_fraction: float
+    stored_bytes: int
+    xnnpack: bool | None
+
+    def describe(self) -> str:
+        """A short human description of the encoding."""
+        if self.encoding == "dense":
+            return "dense"
+        block = "x".join(str(b) for b in self.block or ())
+        if self.encoding == "block_sparse":
+            return f"block-sparse {block}"
+        return f"sparse {block} + densify"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What `export_tflite` wrote, read back from the file itself.
+
+    Attributes:
+        path: The `.tflite` file.
+        file_bytes: Its size.
+        dense_bytes: Size of the same model converted without
+            `EXPERIMENTAL_SPARSITY` (same quantization), for comparison;
+            None when unknown (`inspect_tflite`).
+        quantize: The quantization mode.
+        sparse: Whether the written file uses the sparse encoding.
+        tensors: One `TensorEncoding` per weight tensor of each op.
+        op_versions: `{op name: highest version}` over the model's ops.
+        xnnpack: `"all"`, `"partial"`, `"none"` (ops the XNNPACK delegate
+            took when loaded with the default delegates) or `"load fails"`.
+        xnnpack_error: The load error under XNNPACK, if any.
+        max_error: `{"xnnpack": e, "builtin": e}`: the largest
+            `max |tflite - keras| / max |keras|` over the outputs of the
+            verification inputs; empty when not verified.
+        tolerance: The tolerance the errors were checked against.
+        backend: The Keras backend the model came from.
+        notes: Decisions taken and warnings, in words.
+
+    Example:
+
+    >>> import keras_lottery as kl
+    >>> report = kl.inspect_tflite("model.tflite")  # doctest: +SKIP
+    >>> print(report)  # doctest: +SKIP
+    """
+
+    path: str
+    file_bytes: int
+    dense_bytes: int | None
+    quantize: str | None
+    sparse: bool
+    tensors: tuple[TensorEncoding, ...]
+    op_versions: dict[str, int]
+    xnnpack: str
+    xnnpack_error: str | None = None
+    max_error: dict[str, float] = dataclasses.field(default_factory=dict)
+    tolerance: float | None = None
+    backend: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def size_ratio(self) -> float | None:
+        """`file_bytes / dense_bytes`, or None without a dense size."""
+        if not self.dense_bytes:
+            return None
+        return self.file_bytes / self.dense_bytes
+
+    def by_layer(self) -> dict[str, TensorEncoding]:
+        """The first weight encoding of each layer, keyed by layer."""
+        found: dict[str, TensorEncoding] = {}
+        for tensor in self.tensors:
+            found.setdefault(tensor.layer, tensor)
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain, JSON-able Python data."""
+        data = dataclasses.asdict(self)
+        data["tensors"] = [
+            {**dataclasses.asdict(t), "shape": list(t.shape),
+             "block": list(t.block) if t.block else None}
+            for t in self.tensors
+        ]
+        data["notes"] = list(self.notes)
+        data["size_ratio"] = self.size_ratio
+        return data
+
+    def to_json(self, **kwargs) -> str:
+        """The report as a JSON string (`kwargs` go to `json.dumps`)."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def __str__(self) -> str:
+        header = ("Layer", "Op", "Shape", "Type", "Encoding", "Stored",
+                  "Bytes", "XNNPACK")
+        rows = [
+            (t.layer, t.op, "x".join(map(str, t.shape)), t.dtype,
+             t.describe(), f"{100 * t.stored_fraction:.1f}%",
+             f"{t.stored_bytes:,}",
+             "-" if t.xnnpack is None else ("yes" if t.xnnpack else "no"))
+            for t in self.tensors
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(8)]
+
+        def fmt(row):
+            return "  ".join(
+                c.rjust(w) if i in (5, 6) else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths))
+            ).rstrip()
+
+        lines = [f"TFLite model {self.path}", fmt(header),
+                 "  ".join("-" * w for w in widths)]
+        lines += [fmt(r) for r in rows]
+        size = f"File: {self.file_bytes:,} bytes"
+        if self.dense_bytes:
+            size += (f"; dense export: {self.dense_bytes:,} bytes "
+                     f"({100 * self.size_ratio:.1f}%)")
+        lines.append(size)
+        lines.append(
+            f"Quantization: {self.quantize or 'none (float32)'}; sparse "
+            f"encoding: {'yes' if self.sparse else 'no'}"
+        )
+        xnn = f"XNNPACK: {self.xnnpack}"
+        if self.xnnpack_error:
+            xnn += f" ({self.xnnpack_error})"
+        lines.append(xnn)
+        lines.append("Op versions: " + ", ".join(
+            f"{k} v{v}" for k, v in sorted(self.op_versions.items())))
+        if self.max_error:
+            lines.append("Verified: " + ", ".join(
+                f"{k} max rel. error {v:.2e}"
+                for k, v in self.max_error.items()
+            ) + f" (tolerance {self.tolerance:g})")
+        lines += [f"Note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+__all__ = ["ExportError", "ExportReport", "TensorEncoding"]
