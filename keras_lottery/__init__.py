@@ -68,7 +68,7 @@ _EXPORTS: dict[str, str] = {
     # deploy: smaller and faster models
     "shrink": "keras_lottery.deploy.shrink",
     "ShrinkReport": "keras_lottery.deploy.shrink",
-    "ShrinkError": "keras_lottery.deploy.shrink",
+    "ShrinkError": "keras_lottery.deploy.channel_cuts",
     "check_block_alignment": "keras_lottery.deploy.xnnpack",
     "check_xnnpack_sparse": "keras_lottery.deploy.xnnpack",
     "XnnpackSparseReport": "keras_lottery.deploy.xnnpack",
@@ -128,8 +128,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and the API docs
     )
     from keras_lottery.core.wrap import wrap
     from keras_lottery.core.wrapper import PrunableWrapper
+    from keras_lottery.deploy.channel_cuts import ShrinkError
     from keras_lottery.deploy.nm import NMReport, check_n_m
-    from keras_lottery.deploy.shrink import ShrinkError, ShrinkReport, shrink
+    from keras_lottery.deploy.shrink import ShrinkReport, shrink
     from keras_lottery.deploy.tflite.benchmark import benchmark_tflite
     from keras_lottery.deploy.tflite.export import export_tflite
     from keras_lottery.deploy.tflite.flatbuffer import read_tflite_weights

@@ -26,96 +26,15 @@ import keras
 import numpy as np
 
 from keras_lottery._internal import graph
-from keras_lottery.core.model import (
-    _clone_layer_with_weights,
-    check_model,
-    strip,
-    wrappers,
+from keras_lottery.core.copy import _clone_layer_with_weights, strip
+from keras_lottery.core.model import check_model, wrappers
+from keras_lottery.deploy.channel_cuts import (
+    CONVS,
+    Cut,
+    ShrinkError,
+    follow_channels,
+    kernel_layer,
 )
-from keras_lottery.errors import KerasLotteryError
-
-L = keras.layers
-
-#: Activations applied value by value, through which a removed unit's
-#: constant can be computed on its own.
-ELEMENTWISE = frozenset({
-    "linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "gelu",
-    "silu", "swish", "softplus", "softsign", "leaky_relu", "hard_sigmoid",
-    "hard_silu", "hard_swish", "exponential", "mish", "log_sigmoid", "celu",
-    "sparse_plus", "squareplus", "tanh_shrink", "hard_tanh", "soft_shrink",
-    "hard_shrink",
-})
-
-_CONVS = (L.Conv1D, L.Conv2D, L.Conv3D)
-_TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
-_DEPTHWISE = tuple(
-    c for c in (getattr(L, n, None) for n in
-                ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
-                 "SeparableConv2D")) if c is not None
-)
-_POOLS = (
-    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
-    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
-    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
-    L.GlobalAveragePooling3D,
-)
-#: Layers acting channel by channel, without weights across channels.
-_PER_CHANNEL = (
-    L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Dropout, L.SpatialDropout1D,
-    L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
-    L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
-)
-
-
-class ShrinkError(KerasLotteryError, ValueError):
-    """`shrink` cannot remove the pruned units of this graph exactly.
-
-    Attributes:
-        layer: The name of the layer where shrinking stops.
-
-    Example:
-
-    >>> from keras_lottery.deploy.shrink import ShrinkError
-    >>> ShrinkError("cannot", layer="add").layer
-    'add'
-    """
-
-    def __init__(self, message: str, *, layer: str):
-        super().__init__(message)
-        self.layer = layer
-
-
-@dataclasses.dataclass
-class _Cut:
-    """Channels (last axis) of one tensor of the original graph.
-
-    `keep` lists the channels that survive (None: all); `const` holds, for
-    every removed channel, the constant it carries; `origin` is the layer
-    that removed them.
-    """
-
-    size: int
-    keep: np.ndarray | None = None
-    const: np.ndarray | None = None
-    origin: str = ""
-
-    @property
-    def cut(self) -> bool:
-        return self.keep is not None
-
-    def removed(self) -> np.ndarray:
-        if self.keep is None:
-            return np.empty(0, dtype=np.int64)
-        return np.setdiff1d(np.arange(self.size), self.keep)
-
-    def same_as(self, other: _Cut) -> bool:
-        if self.cut != other.cut or self.size != other.size:
-            return False
-        return not self.cut or (
-            np.array_equal(self.keep, other.keep)
-            and np.allclose(self.const, other.const)
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,142 +63,12 @@ class ShrinkReport:
         return self.params_after / self.params_before if self.params_before else 1.0
 
 
-def _numpy(x) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(x))
-
-
-def _activation_name(fn) -> str:
-    try:
-        name = keras.activations.serialize(fn)
-    except (ValueError, TypeError):
-        return getattr(fn, "__name__", repr(fn))
-    return name if isinstance(name, str) else str(name.get("config", name))
-
-
-def _apply_to_constant(layer, const: np.ndarray, rank: int) -> np.ndarray:
-    """The layer's inference output for a tensor constant per channel."""
-    x = const.astype("float32").reshape((1,) * (rank - 1) + (-1,))
-    return _numpy(layer(x, training=False)).reshape(-1).astype("float64")
-
-
-def _check_channels_last(layer) -> None:
-    fmt = getattr(layer, "data_format", "channels_last")
-    if fmt not in (None, "channels_last"):
-        raise ShrinkError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) uses "
-            f"data_format={fmt!r}; shrink follows channels on the last axis "
-            "only. Build the model with data_format='channels_last'.",
-            layer=layer.name,
-        )
-
-
-def _kernel_layer(layer, cut_in: _Cut, is_output: bool):
-    """Dense/Conv: cut input rows, fold constants, drop zero units.
-
-    Returns (new layer config, weights, output cut).
-    """
-    _check_channels_last(layer)
-    grouped = isinstance(layer, _CONVS) and getattr(layer, "groups", 1) != 1
-    if grouped and cut_in.cut:
-        raise ShrinkError(
-            f"Layer '{layer.name}' is a grouped convolution "
-            f"(groups={layer.groups}); shrink cannot cut its inputs.",
-            layer=layer.name,
-        )
-    kernel = _numpy(layer.kernel).astype("float64")
-    bias = (_numpy(layer.bias).astype("float64") if layer.use_bias
-            else np.zeros(kernel.shape[-1]))
-    if cut_in.cut:
-        removed = cut_in.removed()
-        const = cut_in.const[removed]
-        rows = kernel[..., removed, :]
-        if np.any(const != 0) and np.any(rows != 0):
-            padding = getattr(layer, "padding", "valid")
-            if isinstance(layer, _CONVS) and padding != "valid":
-                raise ShrinkError(
-                    f"Layer '{layer.name}' ({type(layer).__name__}, "
-                    f"padding={padding!r}) reads channels that "
-                    f"'{cut_in.origin}' pruned but that still carry a "
-                    "nonzero constant (its activation of its bias). With "
-                    "zero padding that constant's effect depends on the "
-                    "position, so it cannot be folded into a bias and "
-                    "removing the channels would change the predictions. "
-                    "Fix: give the pruned layer use_bias=False (and no "
-                    "BatchNormalization offset), use padding='valid' here, "
-                    "or prune these layers with granularity='weight'.",
-                    layer=layer.name,
-                )
-            # Each removed input adds const * (sum of its weights) to every
-            # output, at every position ('valid' windows see only inputs).
-            flat = rows.reshape(-1, rows.shape[-2], rows.shape[-1])
-            bias = bias + np.einsum("pio,i->o", flat, const)
-        kernel = kernel[..., cut_in.keep, :]
-    alive = np.any(kernel.reshape(-1, kernel.shape[-1]) != 0, axis=0)
-    keep = np.flatnonzero(alive)
-    out_cut = _Cut(kernel.shape[-1])
-    if grouped:
-        keep = np.arange(kernel.shape[-1])  # filters stay: groups need them
-    if keep.size < kernel.shape[-1]:
-        if keep.size == 0:
-            raise ShrinkError(
-                f"Every unit of layer '{layer.name}' is pruned, so its "
-                "output is constant and it cannot be shrunk to zero units. "
-                "Prune with min_remaining >= 1.",
-                layer=layer.name,
-            )
-        if is_output:
-            raise ShrinkError(
-                f"Layer '{layer.name}' produces an output of the model and "
-                f"{kernel.shape[-1] - keep.size} of its {kernel.shape[-1]} "
-                "units are pruned; removing them would change the model's "
-                "output shape. Exclude the output layer from channel "
-                f"pruning, e.g. prune(..., rates={{'{layer.name}': 0.0}}) "
-                f"or wrap(..., exclude=['{layer.name}']).",
-                layer=layer.name,
-            )
-        activation = _activation_name(layer.activation)
-        if activation not in ELEMENTWISE:
-            raise ShrinkError(
-                f"Layer '{layer.name}' has pruned units and the activation "
-                f"{activation!r}, which mixes units, so they cannot be "
-                "removed exactly. Use an elementwise activation here (or a "
-                "separate Activation layer after the next Dense).",
-                layer=layer.name,
-            )
-        const = _numpy(layer.activation(bias.astype("float32"))).astype("float64")
-        const[keep] = 0.0
-        out_cut = _Cut(kernel.shape[-1], keep, const, layer.name)
-        kernel = kernel[..., keep]
-        bias = bias[keep]
-    config = layer.get_config()
-    config["units" if isinstance(layer, L.Dense) else "filters"] = int(kernel.shape[-1])
-    use_bias = layer.use_bias or bool(np.any(bias != 0))
-    config["use_bias"] = use_bias
-    dtype = layer.kernel.dtype
-    weights = [kernel.astype(dtype)] + ([bias.astype(dtype)] if use_bias else [])
-    return config, weights, out_cut
-
-
-def _per_channel_weights(layer, cut_in: _Cut, rank: int):
-    """BatchNormalization (last axis): slice every per-channel weight."""
-    axis = layer.axis
-    if not isinstance(axis, int):
-        axis = next(iter(axis)) if len(list(axis)) == 1 else None
-    if axis not in (-1, rank - 1):
-        raise ShrinkError(
-            f"Layer '{layer.name}' normalizes axis {layer.axis}; shrink "
-            "follows channels on the last axis only.",
-            layer=layer.name,
-        )
-    return [w[cut_in.keep] for w in layer.get_weights()]
-
-
 class _Shrinker:
     def __init__(self, model):
         self.model = model
         self.values: dict[int, object] = {}
-        self.cuts: dict[int, _Cut] = {}
-        self.made: dict[int, tuple[object, list[_Cut]]] = {}
+        self.cuts: dict[int, Cut] = {}
+        self.made: dict[int, tuple[object, list[Cut]]] = {}
         self.units: dict[str, tuple[int, int]] = {}
         self.output_ids = {id(t) for t in model.outputs}
 
@@ -289,7 +78,7 @@ class _Shrinker:
             new = keras.Input(shape=tuple(tensor.shape[1:]), dtype=tensor.dtype,
                               name=graph.operation_of(tensor).name)
             self.values[id(tensor)] = new
-            self.cuts[id(tensor)] = _Cut(int(tensor.shape[-1] or 0))
+            self.cuts[id(tensor)] = Cut(int(tensor.shape[-1] or 0))
             inputs.append(new)
         outputs = []
         for tensor in self.model.outputs:
@@ -323,7 +112,7 @@ class _Shrinker:
             self.values[id(out)] = new
             self.cuts[id(out)] = cut
 
-    def layer_for(self, layer, cuts_in: list[_Cut], node):
+    def layer_for(self, layer, cuts_in: list[Cut], node):
         previous = self.made.get(id(layer))
         if previous is not None:
             new_layer, seen_cuts, cuts_out = previous
@@ -340,7 +129,7 @@ class _Shrinker:
         self.made[id(layer)] = (new_layer, cuts_in, cuts_out)
         return new_layer, cuts_out
 
-    def build(self, layer, cuts_in: list[_Cut], node):
+    def build(self, layer, cuts_in: list[Cut], node):
         outs = node.output_tensors
         rank = len(node.input_tensors[0].shape) if node.input_tensors else 0
         any_cut = any(c.cut for c in cuts_in)
@@ -354,10 +143,10 @@ class _Shrinker:
                 )
             clone = keras.models.clone_model(layer)
             clone.set_weights(layer.get_weights())
-            return clone, [_Cut(int(t.shape[-1] or 0)) for t in outs]
-        if isinstance(layer, (L.Dense, *_CONVS)) and len(cuts_in) == 1:
+            return clone, [Cut(int(t.shape[-1] or 0)) for t in outs]
+        if isinstance(layer, (keras.layers.Dense, *CONVS)) and len(cuts_in) == 1:
             is_output = any(id(t) in self.output_ids for t in outs)
-            config, weights, cut = _kernel_layer(layer, cuts_in[0], is_output)
+            config, weights, cut = kernel_layer(layer, cuts_in[0], is_output)
             if cut.cut:
                 self.units[layer.name] = (len(cut.keep), cut.size)
             new = type(layer).from_config(config)
@@ -366,66 +155,9 @@ class _Shrinker:
             return new, [cut]
         if not any_cut:
             return _clone_layer_with_weights(layer), [
-                _Cut(int(t.shape[-1] or 0)) for t in outs]
-        cut = cuts_in[0]
-        if len(cuts_in) == 1 and isinstance(layer, L.BatchNormalization):
-            weights = _per_channel_weights(layer, cut, rank)
-            const = _apply_to_constant(layer, cut.const, rank)
-            new = type(layer).from_config(layer.get_config())
-            new.build(self._shape(node, cuts_in))
-            new.set_weights(weights)
-            const[cut.keep] = 0.0
-            return new, [_Cut(cut.size, cut.keep, const, cut.origin)]
-        if len(cuts_in) == 1 and isinstance(layer, _PER_CHANNEL):
-            if isinstance(layer, L.Activation) and _activation_name(
-                    layer.activation) not in ELEMENTWISE:
-                raise ShrinkError(
-                    f"Layer '{layer.name}' applies "
-                    f"{_activation_name(layer.activation)!r}, which mixes "
-                    f"the channels that '{cut.origin}' pruned with the "
-                    "others, so they cannot be removed exactly.",
-                    layer=layer.name,
-                )
-            const = _apply_to_constant(layer, cut.const, rank)
-            const[cut.keep] = 0.0
-            new = type(layer).from_config(layer.get_config())
-            return new, [_Cut(cut.size, cut.keep, const, cut.origin)]
-        if len(cuts_in) == 1 and isinstance(layer, _POOLS):
-            _check_channels_last(layer)
-            return type(layer).from_config(layer.get_config()), [cut]
-        if len(cuts_in) == 1 and isinstance(layer, L.Flatten) and rank >= 2:
-            shape = node.input_tensors[0].shape[1:]
-            if rank > 2:
-                _check_channels_last(layer)
-            if any(d is None for d in shape):
-                raise ShrinkError(
-                    f"Flatten layer '{layer.name}' has an input of unknown "
-                    f"shape {tuple(shape)}; shrink needs static sizes.",
-                    layer=layer.name,
-                )
-            positions = int(np.prod(shape[:-1])) if rank > 2 else 1
-            keep = (np.arange(positions)[:, None] * cut.size
-                    + cut.keep[None, :]).ravel()
-            const = np.tile(cut.const, positions)
-            return type(layer).from_config(layer.get_config()), [
-                _Cut(positions * cut.size, keep, const, cut.origin)]
-        if isinstance(layer, _DEPTHWISE + _TRANSPOSED):
-            what = "channel-wise convolutions"
-        elif len(cuts_in) > 1:
-            what = "layers that merge several inputs"
-        else:
-            what = "this layer type"
-        origins = sorted({c.origin for c in cuts_in if c.cut})
-        raise ShrinkError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) reads channels "
-            f"that {', '.join(repr(o) for o in origins)} pruned, and shrink "
-            f"cannot cut the inputs of {what}. Shrink follows pruned units "
-            "through activations, BatchNormalization, dropout, pooling and "
-            "Flatten into the next Dense or Conv layer. Exclude "
-            f"{', '.join(repr(o) for o in origins)} from channel pruning "
-            "(prune(..., rates={name: 0.0})) or use granularity='weight'.",
-            layer=layer.name,
-        )
+                Cut(int(t.shape[-1] or 0)) for t in outs]
+        return follow_channels(layer, cuts_in, node, rank,
+                               self._shape(node, cuts_in))
 
     def _shape(self, node, cuts_in):
         shape = list(node.input_tensors[0].shape)
