@@ -64,6 +64,19 @@ class DemoFiles:
     dense_tflite: Path
     summary: Path
 
+    @classmethod
+    def under(cls, output: Path) -> DemoFiles:
+        """The demo's files in the directory `output`."""
+        return cls(
+            plot=output / "accuracy_vs_sparsity.png",
+            table=output / "rounds.csv",
+            results=output / "search.json",
+            ticket_keras=output / "winning_ticket.keras",
+            ticket_tflite=output / "winning_ticket.tflite",
+            dense_tflite=output / "dense.tflite",
+            summary=output / "summary.json",
+        )
+
 
 DESCRIPTION = (
             "Find a lottery ticket in an MLP end to end: search, table, "
@@ -269,15 +282,7 @@ def run(args) -> DemoFiles:
     result = run_search(data, rounds=rounds, settings=settings, seed=args.seed)
     print("\n" + result.table())
 
-    files = DemoFiles(
-        plot=output / "accuracy_vs_sparsity.png",
-        table=output / "rounds.csv",
-        results=output / "search.json",
-        ticket_keras=output / "winning_ticket.keras",
-        ticket_tflite=output / "winning_ticket.tflite",
-        dense_tflite=output / "dense.tflite",
-        summary=output / "summary.json",
-    )
+    files = DemoFiles.under(output)
     result.plot(files.plot, title=f"Lottery tickets: MLP {sizes} on "
                 f"{data.name} ({backend})")
     result.to_csv(files.table)
@@ -297,21 +302,7 @@ def run(args) -> DemoFiles:
     )
     exported = export_ticket(ticket, result.ticket(0, trained=True), data,
                              output, quick=args.quick)
-    ratio = exported["ticket_bytes"] / exported["dense_bytes"]
-    lat = exported["latency_batch1"]
-    print(
-        f"TFLite: ticket {exported['ticket_bytes']:,} bytes "
-        f"({'sparse' if exported['ticket_sparse_encoding'] else 'dense'} "
-        f"encoding) vs dense {exported['dense_bytes']:,} bytes "
-        f"({100 * ratio:.1f}%)."
-    )
-    print(
-        f"Latency at batch 1 (median of {exported['latency_runs']} invokes, "
-        f"1 thread): ticket {_ms(lat['ticket']['xnnpack_ms'])} with XNNPACK, "
-        f"{_ms(lat['ticket']['builtin_ms'])} builtin; dense "
-        f"{_ms(lat['dense']['xnnpack_ms'])} with XNNPACK, "
-        f"{_ms(lat['dense']['builtin_ms'])} builtin."
-    )
+    _print_export(exported)
     for note in exported["notes"]:
         print(f"Note: {note}")
     summary = {
@@ -336,6 +327,25 @@ def run(args) -> DemoFiles:
     for path in dataclasses.astuple(files):
         print(f"  {path}")
     return files
+
+
+def _print_export(exported: dict) -> None:
+    """The sizes and latencies of the exported ticket and dense model."""
+    ratio = exported["ticket_bytes"] / exported["dense_bytes"]
+    lat = exported["latency_batch1"]
+    print(
+        f"TFLite: ticket {exported['ticket_bytes']:,} bytes "
+        f"({'sparse' if exported['ticket_sparse_encoding'] else 'dense'} "
+        f"encoding) vs dense {exported['dense_bytes']:,} bytes "
+        f"({100 * ratio:.1f}%)."
+    )
+    print(
+        f"Latency at batch 1 (median of {exported['latency_runs']} invokes, "
+        f"1 thread): ticket {_ms(lat['ticket']['xnnpack_ms'])} with XNNPACK, "
+        f"{_ms(lat['ticket']['builtin_ms'])} builtin; dense "
+        f"{_ms(lat['dense']['xnnpack_ms'])} with XNNPACK, "
+        f"{_ms(lat['dense']['builtin_ms'])} builtin."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
