@@ -13,7 +13,7 @@ import pytest
 from conftest import mlp
 
 import keras_lottery as kl
-from keras_lottery.pruning.criteria import _keep_count
+from keras_lottery.pruning.pools import keep_count as _keep_count
 
 
 def collapse_warnings(call) -> list[str]:

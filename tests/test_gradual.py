@@ -10,6 +10,7 @@ import pytest
 from conftest import mlp
 
 import keras_lottery as kl
+from keras_lottery.core.model import wrappers
 from keras_lottery.pruning.gradual import (
     ConstantSparsity,
     GradualPruning,
@@ -108,7 +109,7 @@ def test_schedule_type_errors():
 def test_prune_to_sparsity_layer_scope_is_exact_and_by_magnitude():
     model = kl.wrap(mlp((6, 10, 4)))
     report = prune_to_sparsity(model, 0.37)
-    for wrapper in kl.model.wrappers(model).values():
+    for wrapper in wrappers(model).values():
         kernel = np.asarray(keras.ops.convert_to_numpy(wrapper.layer.kernel))
         mask = wrapper.get_mask("kernel")
         assert mask.size - mask.sum() == zeros_for(0.37, mask.size)
@@ -119,7 +120,7 @@ def test_prune_to_sparsity_layer_scope_is_exact_and_by_magnitude():
 
 def test_prune_to_sparsity_never_revives_and_global_scope():
     model = kl.wrap(mlp((6, 10, 4)))
-    small, big = (w for w in kl.model.wrappers(model).values())
+    small, big = (w for w in wrappers(model).values())
     small.layer.kernel.assign(0.001 * np.ones((6, 10)))
     big.layer.kernel.assign(np.ones((10, 4)))
     prune_to_sparsity(model, 0.5, scope="global")

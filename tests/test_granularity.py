@@ -13,11 +13,11 @@ import keras_lottery as kl
 from keras_lottery.deploy.nm import check_n_m
 from keras_lottery.deploy.tflite.flatbuffer import read_tflite_weights
 from keras_lottery.deploy.xnnpack import check_block_alignment, check_xnnpack_sparse
-from keras_lottery.pruning.criteria import pruned_count
 from keras_lottery.pruning.granularity import (
     BlockGranularity,
     get_granularity,
 )
+from keras_lottery.pruning.report import pruned_count
 
 
 def randomize(model, rng):

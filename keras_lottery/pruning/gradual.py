@@ -15,30 +15,18 @@ rewound: the surviving weights keep training, which is the classic
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
 
-from keras_lottery.core.model import require_wrappers, summary
-from keras_lottery.pruning.criteria import SCOPES, PruneReport, prune
+from keras_lottery.core.model import require_wrappers
+from keras_lottery.core.summary import summary
+from keras_lottery.pruning.options import check_prune_options, check_sparsity
+from keras_lottery.pruning.prune import prune
+from keras_lottery.pruning.report import PruneReport
 
 
 # ---------------------------------------------------------------- checks
-def _check_sparsity(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"`{what}` must be a number in [0, 1). Received: {what}={value!r}"
-        )
-    value = float(value)
-    if math.isnan(value) or not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"`{what}` is the fraction of weights that are zero and must be in "
-            f"[0, 1). Received: {what}={value}"
-        )
-    return value
-
-
 def _check_step(value, what: str, *, allow_minus_one: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"`{what}` must be an int. Received: {what}={value!r}")
@@ -132,8 +120,8 @@ class PolynomialDecay(PruningSchedule):
         power: float = 3,
         frequency: int = 100,
     ):
-        self.initial_sparsity = _check_sparsity(initial_sparsity, "initial_sparsity")
-        self.final_sparsity = _check_sparsity(final_sparsity, "final_sparsity")
+        self.initial_sparsity = check_sparsity(initial_sparsity, "initial_sparsity")
+        self.final_sparsity = check_sparsity(final_sparsity, "final_sparsity")
         self.begin_step = _check_step(begin_step, "begin_step")
         self.end_step = _check_step(end_step, "end_step")
         if self.end_step <= self.begin_step:
@@ -206,7 +194,7 @@ class ConstantSparsity(PruningSchedule):
         end_step: int = -1,
         frequency: int = 100,
     ):
-        self.target_sparsity = _check_sparsity(target_sparsity, "target_sparsity")
+        self.target_sparsity = check_sparsity(target_sparsity, "target_sparsity")
         self.begin_step = _check_step(begin_step, "begin_step")
         self.end_step = _check_step(end_step, "end_step", allow_minus_one=True)
         if self.end_step != -1 and self.end_step < self.begin_step:
@@ -237,45 +225,55 @@ class ConstantSparsity(PruningSchedule):
 
 # ------------------------------------------------------------- one step
 def prune_to_sparsity(
-    model: keras.Model, sparsity: float, *, scope: str = "layer"
+    model: keras.Model, sparsity: float, **prune_options
 ) -> PruneReport:
-    """Prunes the smallest-magnitude weights until `sparsity` is reached.
+    """Prunes the lowest-scored weights until `sparsity` is reached.
 
-    With `scope="layer"` every prunable weight tensor ends with
-    `floor(sparsity * size + 0.5)` zeros in its mask (tfmot's behaviour);
-    with `scope="global"` the count applies to all prunable weights
-    together, on one threshold (which can empty a small layer; `prune`
-    then warns, naming it). A weight already pruned is never revived: a
-    tensor already sparser than the target is left as it is. Ties in
-    magnitude go to the earliest position.
+    `keras_lottery.prune(model, sparsity=sparsity, **prune_options)`: with
+    `scope="layer"` every pool (each prunable weight tensor, or each of
+    `groups`) ends with `floor(sparsity * size + 0.5)` zeros in its mask,
+    in units of the granularity (tfmot's behaviour); with `scope="global"`
+    the count applies to all prunable weights together, on one threshold
+    (which can empty a small layer; `prune` then warns, naming it). A
+    weight already pruned is never revived: a tensor already sparser than
+    the target is left as it is. Ties in score go to the earliest
+    position.
+
+    As in `prune`, every weight tensor keeps at least `min_remaining`
+    units (1 by default), so a tensor of fewer than `1 / (1 - sparsity)`
+    weights keeps one more than the count; pass `min_remaining=0` for
+    tfmot's exact count.
 
     Args:
         model: A model holding `PrunableWrapper` layers.
         sparsity: The fraction of weights to be zero, in [0, 1).
-        scope: `"layer"` or `"global"`.
+        **prune_options: The keyword arguments of `keras_lottery.prune`
+            that say how to prune, with its defaults: `scope`, `groups`,
+            `criterion`, `granularity`, `block_shape`, `norm`,
+            `min_remaining`, `seed`. (`output_rate` and `rates` belong to
+            pruning by rate and are refused.)
 
     Returns:
         A `PruneReport` (`print` it for a table).
 
     Raises:
-        ValueError: For a sparsity outside [0, 1), an unknown scope, a model
-            without wrappers, or NaN/infinite weights.
+        TypeError: For an unknown keyword argument.
+        ValueError: For a sparsity outside [0, 1), a bad prune option, a
+            model without wrappers, or NaN/infinite weights.
 
     Example:
 
     >>> import keras, keras_lottery as kl
-    >>> from keras_lottery.pruning.gradual import prune_to_sparsity
     >>> model = kl.wrap(keras.Sequential([keras.Input((10,)),
     ...                                   keras.layers.Dense(10)]))
-    >>> prune_to_sparsity(model, 0.75).sparsity
+    >>> kl.prune_to_sparsity(model, 0.75).sparsity
     0.75
+    >>> kl.prune_to_sparsity(model, 0.999).after  # min_remaining=1 by default
+    1
     """
-    sparsity = _check_sparsity(sparsity, "sparsity")
-    if scope not in SCOPES:
-        raise ValueError(
-            f"`scope` must be one of {SCOPES}. Received: scope={scope!r}"
-        )
-    return prune(model, sparsity=sparsity, scope=scope, min_remaining=0)
+    sparsity = check_sparsity(sparsity)
+    check_prune_options(prune_options, where="prune_to_sparsity", sparsity=True)
+    return prune(model, sparsity=sparsity, **prune_options)
 
 
 # -------------------------------------------------------------- callback
@@ -311,10 +309,16 @@ class GradualPruning(keras.callbacks.Callback):
     Args:
         schedule: A `PolynomialDecay`, a `ConstantSparsity` or another
             `PruningSchedule`.
-        scope: `"layer"` (each weight tensor at the target sparsity, as
-            tfmot) or `"global"` (one threshold over all prunable weights).
         initial_step: The step the first batch of the first `fit` has.
         verbose: 1 prints one line per pruning step.
+        **prune_options: The keyword arguments of `keras_lottery.prune`
+            that say how to prune, as in `prune_to_sparsity`, with the
+            same defaults: `scope` (`"layer"`: each weight tensor at the
+            target sparsity, as tfmot; `"global"`: one threshold over all
+            prunable weights), `groups`, `criterion`, `granularity`,
+            `block_shape`, `norm`, `min_remaining` (1 by default: every
+            tensor keeps a weight; 0 for tfmot's exact counts), `seed`.
+            Checked here, so a mistake fails before training.
 
     Example:
 
@@ -337,9 +341,9 @@ class GradualPruning(keras.callbacks.Callback):
         self,
         schedule: PruningSchedule,
         *,
-        scope: str = "layer",
         initial_step: int = 0,
         verbose: int = 0,
+        **prune_options,
     ):
         super().__init__()
         if not isinstance(schedule, PruningSchedule):
@@ -348,12 +352,11 @@ class GradualPruning(keras.callbacks.Callback):
                 "PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000). "
                 f"Received: schedule={schedule!r}"
             )
-        if scope not in SCOPES:
-            raise ValueError(
-                f"`scope` must be one of {SCOPES}. Received: scope={scope!r}"
-            )
+        self.prune_options = check_prune_options(
+            prune_options, where="GradualPruning", sparsity=True
+        )
         self.schedule = schedule
-        self.scope = scope
+        self.scope = self.prune_options.get("scope", "layer")
         self.step = _check_step(initial_step, "initial_step")
         self.verbose = verbose
         self.events: list[PruningEvent] = []
@@ -378,7 +381,7 @@ class GradualPruning(keras.callbacks.Callback):
             return
         target = float(self.schedule(due)[1])
         model = self.model  # under JAX, this syncs the training state first
-        report = prune_to_sparsity(model, target, scope=self.scope)
+        report = prune_to_sparsity(model, target, **self.prune_options)
         self.events.append(PruningEvent(due, target, report.sparsity))
         if self.verbose:
             print(

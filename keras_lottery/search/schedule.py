@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
 
 import keras
 
-from keras_lottery.core.model import require_wrappers, summary
-from keras_lottery.core.rewind import checkpoint, reset_optimizer, rewind
-from keras_lottery.pruning.criteria import Criterion, Group, _check_rate, prune
-
-
-def check_rewind_to(rewind_to) -> str | int | None:
-    """Validates a rewind target: "init", None, or a step k >= 0."""
-    if rewind_to is None or rewind_to == "init":
-        return rewind_to
-    if isinstance(rewind_to, bool) or not isinstance(rewind_to, int) or rewind_to < 0:
-        raise ValueError(
-            "`rewind_to` must be 'init' (theta_0), a training step k >= 0 "
-            "(late rewinding), or None (no rewinding: train, prune, "
-            f"fine-tune). Received: rewind_to={rewind_to!r}"
-        )
-    return rewind_to
+from keras_lottery.core.model import require_wrappers
+from keras_lottery.core.rewind import checkpoint
+from keras_lottery.core.summary import summary
+from keras_lottery.pruning.cycle import check_rewind_to, prune_and_rewind
+from keras_lottery.pruning.options import check_prune_options, check_rate
 
 
 class RewindCheckpoint(keras.callbacks.Callback):
@@ -82,9 +70,11 @@ class LotterySchedule(keras.callbacks.Callback):
     trains the dense (wrapped) model; at the end of every round but the
     last, the callback prunes (`keras_lottery.prune` with the options
     given here), rewinds the weights, and resets the optimizer (moments and
-    step count), so the next round starts as the first did, with a sparser
-    mask. Fit for `rounds * epochs_per_round` epochs to get `rounds` rounds;
-    the model ends trained at the sparsity of the last round.
+    step count) in one step (`keras_lottery.pruning.cycle.prune_and_rewind`,
+    as `lottery_search` does), so the next round starts as the first did,
+    with a sparser mask. Fit for `rounds * epochs_per_round` epochs to get
+    `rounds` rounds; the model ends trained at the sparsity of the last
+    round.
 
     It adds `round` and `sparsity` to the epoch logs (History, TensorBoard
     and the progress bar show them) and keeps each round's last-epoch
@@ -96,14 +86,14 @@ class LotterySchedule(keras.callbacks.Callback):
         rewind_to: `"init"` (theta_0, captured at wrap time), a training
             step k (late rewinding; 0 is the start of this `fit`), or None
             (no rewinding: prune and keep training, the fine-tuning loop).
-        scope: `"layer"` or `"global"`, as in `prune`.
-        output_rate: Rate of the output layers; `rate / 2` when None.
-        rates: Per-layer or per-type rate overrides, as in `prune`.
-        groups: Layer groups pruned collectively, as in `prune`.
-        criterion: `"magnitude"`, `"random"` or a callable, as in `prune`.
         reset_optimizer: Zero the optimizer's state after each pruning.
-        seed: Seed of the `"random"` criterion.
         verbose: 1 prints one line per pruning step.
+        **prune_options: The keyword arguments of `keras_lottery.prune`
+            that say how to prune, with its defaults: `scope`,
+            `output_rate` (`rate / 2` when None), `rates`, `groups`,
+            `criterion`, `granularity`, `block_shape`, `norm`,
+            `min_remaining` (1: every tensor keeps a weight), `seed`.
+            Checked here, so a mistake fails before training.
 
     Example:
 
@@ -124,17 +114,12 @@ class LotterySchedule(keras.callbacks.Callback):
         epochs_per_round: int = 1,
         rewind_to: str | int | None = "init",
         *,
-        scope: str = "layer",
-        output_rate: float | None = None,
-        rates: Mapping[str | type, float] | None = None,
-        groups: Sequence[Sequence[str] | Group] | None = None,
-        criterion: Criterion = "magnitude",
         reset_optimizer: bool = True,
-        seed: int | None = None,
         verbose: int = 0,
+        **prune_options,
     ):
         super().__init__()
-        self.rate = _check_rate(rate, "rate")
+        self.rate = check_rate(rate, "rate")
         if (
             isinstance(epochs_per_round, bool)
             or not isinstance(epochs_per_round, int)
@@ -146,13 +131,8 @@ class LotterySchedule(keras.callbacks.Callback):
             )
         self.epochs_per_round = epochs_per_round
         self.rewind_to = check_rewind_to(rewind_to)
-        self.prune_kwargs = dict(
-            scope=scope,
-            output_rate=output_rate,
-            rates=rates,
-            groups=groups,
-            criterion=criterion,
-            seed=seed,
+        self.prune_kwargs = check_prune_options(
+            prune_options, where="LotterySchedule"
         )
         self.reset_optimizer = reset_optimizer
         self.verbose = verbose
@@ -199,20 +179,19 @@ class LotterySchedule(keras.callbacks.Callback):
         )
         if epoch == last_epoch:
             return  # the model ends trained, at the last round's sparsity
-        report = prune(model, self.rate, **self.prune_kwargs)
+        if isinstance(self.rewind_to, int) and (
+            self._capture is None or not self._capture.taken
+        ):
+            raise ValueError(
+                f"LotterySchedule(rewind_to={self.rewind_to}) ended round "
+                f"{self.round} before step {self.rewind_to}; choose a "
+                "step within the first round."
+            )
+        report = prune_and_rewind(
+            model, self.rate, rewind_to=self.rewind_to,
+            reset_optimizer=self.reset_optimizer, **self.prune_kwargs,
+        )
         self.reports.append(report)
-        if self.rewind_to == "init":
-            rewind(model, "init")
-        elif self.rewind_to is not None:
-            if self._capture is None or not self._capture.taken:
-                raise ValueError(
-                    f"LotterySchedule(rewind_to={self.rewind_to}) ended round "
-                    f"{self.round - 1} before step {self.rewind_to}; choose a "
-                    "step within the first round."
-                )
-            rewind(model, "checkpoint")
-        if self.reset_optimizer and model.optimizer is not None:
-            reset_optimizer(model.optimizer)
         if self.verbose:
             print(
                 f"LotterySchedule: round {self.round - 1} done, pruned to "

@@ -1,0 +1,227 @@
+"""Mask I/O: read, write and shuffle the masks of a wrapped model.
+
+Masks are keyed `"layer/weight"` as `get_masks` returns them. `set_masks`
+also takes the other names of a layer, resolved as everywhere in
+keras-lottery (`keras_lottery.pruning.names`): the wrapped layer's name
+(`"fc/kernel"`), its wrapper's (`"prunable_fc/kernel"`) or its key
+(`"encoder/fc/kernel"`), and a layer alone (`"fc"`) for its only prunable
+weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+
+from keras_lottery.core.model import iter_weight_keys, require_wrappers
+from keras_lottery.pruning.names import select_layers
+
+
+def check_mask(value, shape: tuple[int, ...], key: str) -> np.ndarray:
+    """`value` as a NumPy array if it is a valid mask of `shape`.
+
+    The one validation of a mask given by a user: the shape of its weight,
+    and only 0 and 1 (booleans are accepted).
+
+    Raises:
+        ValueError: For another shape or values other than 0/1, naming the
+            weight and what was received.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_lottery.pruning.masks import check_mask
+    >>> check_mask([[1, 0]], (1, 2), "fc/kernel").tolist()
+    [[1, 0]]
+    """
+    array = np.asarray(keras.ops.convert_to_numpy(value))
+    if array.shape != tuple(shape):
+        raise ValueError(
+            f"Mask '{key}' must have shape {tuple(shape)}, the shape of its "
+            f"weight. Received: mask with shape {array.shape}. Masks transfer "
+            "only between models of the same architecture."
+        )
+    if array.dtype != bool and not np.all((array == 0) | (array == 1)):
+        bad = array[(array != 0) & (array != 1)].ravel()[:3]
+        raise ValueError(
+            f"Mask '{key}' must hold only 0 and 1. Received values such as "
+            f"{bad.tolist()}. Threshold your scores first, e.g. "
+            "mask = (scores > t).astype('float32')."
+        )
+    return array
+
+
+def get_masks(model: keras.Model) -> dict[str, np.ndarray]:
+    """Returns every mask of a wrapped model, keyed `"layer/weight"`.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([keras.Input((3,)),
+    ...                                   keras.layers.Dense(2)]))
+    >>> {k: v.shape for k, v in kl.get_masks(model).items()}
+    {'dense/kernel': (3, 2)}
+    """
+    return {
+        key: wrapper.get_mask(name)
+        for key, wrapper, name in iter_weight_keys(require_wrappers(model))
+    }
+
+
+def _weights_named(found, weights, key: str) -> list[str]:
+    """The weight keys a `set_masks` key names (see the module)."""
+    if key in weights:
+        return [key]
+    layer_of = {k: k[: -len(weights[k][1]) - 1] for k in weights}
+    try:  # a layer alone: its only prunable weight
+        layers = select_layers(found, key, argument="masks")
+    except ValueError:
+        layers = []
+    if layers:
+        named = [k for k in weights if layer_of[k] in layers]
+        if any(len(found[layer].weight_names) > 1 for layer in layers):
+            raise ValueError(
+                f"`masks` key '{key}' names a layer with several prunable "
+                f"weights; name the weight too. Its weights: {named}."
+            )
+        return named
+    if "/" in key:
+        layer, weight = key.rsplit("/", 1)
+        try:
+            layers = select_layers(found, layer, argument="masks")
+        except ValueError:
+            layers = []
+        named = [k for k in weights
+                 if layer_of[k] in layers and weights[k][1] == weight]
+        if named:
+            return named
+    raise ValueError(
+        f"`masks` has key '{key}', which names no prunable weight. Its "
+        f"weights are {sorted(weights)}; a layer is named by its own name, "
+        "its wrapper's 'prunable_<name>' or its key. If the models differ "
+        "only in layer names, pass by='order'."
+    )
+
+
+def _by_name(model, masks, weights) -> dict[str, object]:
+    found = require_wrappers(model)
+    resolved: dict[str, object] = {}
+    for key, value in masks.items():
+        if not isinstance(key, str):
+            raise TypeError(
+                "`masks` is keyed by 'layer/weight' names, as get_masks "
+                f"returns them. Received: key {key!r}."
+            )
+        for weight_key in _weights_named(found, weights, key):
+            if weight_key in resolved:
+                raise ValueError(
+                    f"`masks` gives weight '{weight_key}' twice (the last "
+                    f"as '{key}'). Give each weight one mask."
+                )
+            resolved[weight_key] = value
+    return resolved
+
+
+def set_masks(
+    model: keras.Model,
+    masks: Mapping[str, np.ndarray],
+    *,
+    strict: bool = True,
+    by: str = "name",
+) -> None:
+    """Sets masks by `"layer/weight"` key, e.g. from `get_masks` of a ticket.
+
+    Transfers a ticket between models of the same architecture (Morcos et
+    al. 2019, "One ticket to win them all").
+
+    Args:
+        model: A model holding `PrunableWrapper` layers.
+        masks: Arrays of 0/1 keyed like `get_masks(model)`. A layer may be
+            named by its own name (`"fc/kernel"`), its wrapper's
+            (`"prunable_fc/kernel"`) or its key (`"encoder/fc/kernel"`);
+            a layer alone (`"fc"`) names its only prunable weight.
+        strict: Require a mask for every prunable weight of `model`.
+        by: `"name"` matches keys to the model's weights by name;
+            `"order"` matches the i-th mask to the i-th prunable weight
+            (for a model of the same architecture whose layers are named
+            differently).
+
+    Raises:
+        ValueError: For an unknown key, a weight given twice, a missing
+            key (when `strict`), a shape mismatch or values other than
+            0/1. Nothing is changed unless every mask is valid.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> def make():
+    ...     return kl.wrap(keras.Sequential([keras.Input((3,)),
+    ...                                      keras.layers.Dense(2)]))
+    >>> a, b = make(), make()  # the same architecture, other layer names
+    >>> _ = kl.prune(a, 0.5, output_rate=0.5)
+    >>> kl.set_masks(b, kl.get_masks(a), by="order")
+    >>> [int(m.sum()) for m in kl.get_masks(b).values()]
+    [3]
+    """
+    if not isinstance(masks, Mapping):
+        raise TypeError(
+            "`masks` must be a dict of 'layer/weight' -> array, as returned "
+            f"by get_masks. Received: {type(masks).__name__}."
+        )
+    weights = {
+        key: (wrapper, name)
+        for key, wrapper, name in iter_weight_keys(require_wrappers(model))
+    }
+    if by == "order":
+        if len(masks) != len(weights):
+            raise ValueError(
+                f"by='order' needs one mask per prunable weight: "
+                f"{len(weights)} for model '{model.name}'. "
+                f"Received: {len(masks)} masks."
+            )
+        resolved = dict(zip(weights, masks.values()))
+    elif by == "name":
+        resolved = _by_name(model, masks, weights)
+    else:
+        raise ValueError(f"`by` must be 'name' or 'order'. Received: by={by!r}")
+    missing = [key for key in weights if key not in resolved]
+    if strict and missing:
+        raise ValueError(
+            f"`masks` lacks {missing}. Pass a mask for every prunable weight, "
+            "or strict=False to leave those masks unchanged."
+        )
+    checked = {
+        key: check_mask(value, tuple(weights[key][0].mask_variable(
+            weights[key][1]).shape), key)
+        for key, value in resolved.items()
+    }
+    for key, array in checked.items():
+        wrapper, name = weights[key]
+        wrapper.mask_variable(name).assign(array.astype(bool))
+
+
+def shuffle_masks(model: keras.Model, seed: int | None = None) -> None:
+    """Moves each mask's ones to random positions, keeping its sparsity.
+
+    The mask-shuffle control: same per-layer sparsity, structure destroyed.
+
+    Args:
+        model: A model holding `PrunableWrapper` layers.
+        seed: Seed of the permutation.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([keras.Input((10,)),
+    ...                                   keras.layers.Dense(10)]))
+    >>> _ = kl.prune(model, 0.5, output_rate=0.5)
+    >>> kl.shuffle_masks(model, seed=0)
+    >>> [int(m.sum()) for m in kl.get_masks(model).values()]
+    [50]
+    """
+    rng = np.random.default_rng(seed)
+    for _, wrapper, name in iter_weight_keys(require_wrappers(model)):
+        mask = wrapper.get_mask(name)
+        wrapper.set_mask(name, rng.permutation(mask.ravel()).reshape(mask.shape))

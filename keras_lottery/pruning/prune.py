@@ -1,0 +1,317 @@
+"""`prune`: one step of magnitude pruning, exact in its counts.
+
+The rule that picks a mask (this package) is kept apart from the mechanics
+that apply it (`PrunableWrapper`), as in `torch.nn.utils.prune`. All the
+arithmetic runs in NumPy on host copies of the weights, so the same
+weights and seed give the same masks on TensorFlow, JAX and PyTorch.
+
+Counting rule, used everywhere: a pool of `n` remaining units pruned at
+rate `r` loses `floor(r * n + 0.5)` of them (round half up); pruned to a
+sparsity `s`, a pool of `N` units ends with `floor(s * N + 0.5)` zeros.
+Fewer go only where `min_remaining` protects units: every weight tensor
+keeps at least `min_remaining` (default 1) of its best-scored units, in
+both modes. Ties in score are broken by position: the unit that comes
+first (layer order, then row-major index) is pruned first.
+
+Collapse rule: `prune` warns (`UserWarning`) when it leaves a weight tensor
+it pruned with no weight at all (for a Dense or convolution kernel: every
+output unit has lost all its incoming weights, so the layer passes on
+nothing but its biases, which cuts every path through it), or with fewer
+than `COLLAPSE_FRACTION` (1%) of its weights while the rest of the model's
+prunable weights keep at least `COLLAPSE_RATIO` (10) times that fraction.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+
+from keras_lottery.core.model import iter_weight_keys, require_wrappers
+from keras_lottery.pruning.granularity import Granularity, get_granularity
+from keras_lottery.pruning.options import (
+    check_min_remaining,
+    check_prune_options,
+    check_rate,
+    check_sparsity,
+)
+from keras_lottery.pruning.pools import keep_count, protected, resolve_pools, select
+from keras_lottery.pruning.report import Group, PrunedWeight, PruneReport, pruned_count
+from keras_lottery.pruning.scores import Criterion, criterion_name, score_weights
+
+# A pruned tensor keeping under COLLAPSE_FRACTION of its weights, while the
+# rest of the model keeps COLLAPSE_RATIO times that fraction or more, has
+# collapsed (so has one keeping nothing); see `prune`.
+COLLAPSE_FRACTION = 0.01
+COLLAPSE_RATIO = 10.0
+
+
+def collapse_warning(
+    before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray]
+) -> str | None:
+    """The collapse warning for one prune step, or None (see the module).
+
+    One pass over the masks, NumPy only. Only tensors this step pruned
+    (fewer weights after than before) are named, so a tensor emptied by an
+    earlier step is not reported again by every later one.
+    """
+    counts = {key: int(np.count_nonzero(mask)) for key, mask in after.items()}
+    total = sum(mask.size for mask in after.values())
+    kept = sum(counts.values())
+    named = []
+    for key, mask in after.items():
+        n, size = counts[key], mask.size
+        if size == 0 or n >= int(np.count_nonzero(before[key])):
+            continue
+        if n == 0:
+            named.append(
+                f"'{key}' (0 of {size:,} left: this cuts every path through it)"
+            )
+            continue
+        rest = total - size
+        fraction = n / size
+        if (
+            rest
+            and fraction < COLLAPSE_FRACTION
+            and (kept - n) / rest >= COLLAPSE_RATIO * fraction
+        ):
+            named.append(f"'{key}' ({n:,} of {size:,} left)")
+    if not named:
+        return None
+    return (
+        f"prune left {len(named)} weight tensor(s) (almost) empty while the "
+        f"model keeps {100 * kept / total:.1f}% of its prunable weights: "
+        + ", ".join(named)
+        + ". A layer with (almost) no weights passes on (almost) nothing. "
+        "To keep more, pass min_remaining= as a count of units or as a "
+        "fraction of each tensor (e.g. min_remaining=0.05), or use "
+        "scope='layer' (or give these layers their own rate with rates=)."
+    )
+
+
+def _candidates(score, mask, key, units, min_remaining):
+    """A tensor's unit scores with pruned and protected units at +inf.
+
+    Pruned and protected units are never candidates: +inf keeps them out
+    of the k lowest (k never exceeds the candidates).
+    """
+    unit_scores, alive = units.reduce(score, mask, key)
+    candidates = np.where(alive, unit_scores, np.inf)
+    keep = keep_count(min_remaining, alive.size)
+    candidates[protected(unit_scores, alive, keep)] = np.inf
+    held = units.protect(score, mask, key)
+    if held is not None:
+        candidates[held] = np.inf
+    return candidates, alive
+
+
+def _prune_pool(keys, scores, masks, units, min_remaining, rate, sparsity):
+    """New masks of one pool's weights, and the pool's score threshold."""
+    alive_of, candidate_scores = {}, []
+    remaining = units_total = 0
+    for key in keys:
+        candidates, alive = _candidates(
+            scores[key], masks[key], key, units, min_remaining
+        )
+        alive_of[key] = alive
+        units_total += alive.size
+        remaining += int(np.count_nonzero(alive))
+        candidate_scores.append(candidates)
+    flat = candidate_scores[0] if len(keys) == 1 else np.concatenate(candidate_scores)
+    if sparsity is None:
+        wanted = pruned_count(rate, remaining)
+    else:  # zeros wanted minus zeros there, never negative
+        wanted = pruned_count(sparsity, units_total) - (units_total - remaining)
+    k = min(max(wanted, 0), int(np.count_nonzero(np.isfinite(flat))))
+    chosen = select(flat, k)
+    threshold = float(flat[chosen].max()) if k else None
+    offsets = np.cumsum([0] + [c.size for c in candidate_scores])
+    new_masks = {}
+    for i, key in enumerate(keys):
+        local = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])]
+        alive = alive_of[key].copy()
+        alive[local - offsets[i]] = False
+        new_masks[key] = units.expand(alive, masks[key])
+    return new_masks, threshold
+
+
+def _row(key, pool, rate, sparsity, before_mask, after_mask, threshold):
+    before = int(np.count_nonzero(before_mask))
+    after = int(np.count_nonzero(after_mask))
+    return PrunedWeight(
+        name=key,
+        pool=pool.split(":")[0],
+        # The sparsity mode has no rate: report the fraction removed.
+        rate=rate if sparsity is None else (
+            (before - after) / before if before else 0.0
+        ),
+        total=int(before_mask.size),
+        before=before,
+        after=after,
+        threshold=threshold,
+    )
+
+
+def prune(
+    model: keras.Model,
+    rate: float = 0.2,
+    *,
+    scope: str = "layer",
+    output_rate: float | None = None,
+    rates: Mapping[str | type, float] | None = None,
+    groups: Sequence[Sequence[str | type] | Group] | None = None,
+    criterion: Criterion = "magnitude",
+    granularity: str | Granularity = "weight",
+    block_shape: Sequence[int] | None = None,
+    norm: str | None = None,
+    min_remaining: int | float = 1,
+    seed: int | None = None,
+    sparsity: float | None = None,
+) -> PruneReport:
+    """Prunes a fraction of the remaining weights by score; one IMP step.
+
+    Each weight is assigned to a pool, which loses exactly
+    `floor(rate * n + 0.5)` of its `n` remaining weights, the lowest-scored
+    first (ties: the earliest position first). Pools, by priority:
+
+    1. each entry of `groups`: its layers on one threshold, at its rate;
+    2. layers named (or whose type is named) in `rates`: each on its own;
+    3. the model's output layers, found from its graph: each on its own, at
+       `output_rate` (Frankle & Carbin 2019 prune the output layer at half
+       the rate of the others);
+    4. everything else: with `scope="layer"` each prunable weight on its own
+       threshold; with `scope="global"` one threshold over all of them.
+
+    A pruned weight is never revived, and every weight tensor keeps at least
+    `min_remaining` of its best-scored units (weights, blocks, channels).
+
+    A layer is named as everywhere in keras-lottery: by its own name
+    (`"fc"`), its wrapper's (`"prunable_fc"`) or its key (`"encoder/fc"`);
+    a layer class selects its subclasses too, a class name (`"Dense"`)
+    that class.
+
+    A step that leaves a tensor (almost) empty warns (`UserWarning`, one
+    per call, naming the tensors): a tensor this step pruned that keeps no
+    weight (for a Dense or convolution kernel, every output unit then has
+    lost all its incoming weights, which cuts every path through the
+    layer), or under 1% of its weights while the rest of the model keeps
+    at least 10 times that fraction. Global pruning can do this to layers
+    whose weights are small at initialization, such as depthwise kernels.
+
+    The keyword arguments from `scope` to `seed` are the prune options:
+    `prune_to_sparsity`, `GradualPruning`, `LotterySchedule` and
+    `lottery_search` take the same ones, with the same defaults, checked
+    by the same code (`keras_lottery.pruning.options`).
+
+    Args:
+        model: A model holding `PrunableWrapper` layers.
+        rate: Fraction of the remaining weights to remove, in [0, 1).
+        scope: `"layer"` or `"global"`.
+        output_rate: Rate of the output layers; `rate / 2` when None.
+        rates: Overrides by layer name (the wrapped layer's, its wrapper's
+            `prunable_<name>` or its key) or layer type (a class, which
+            selects its subclasses too, or a class name), e.g.
+            `{"Conv2D": 0.15, keras.layers.Dense: 0.2}`. A name wins over a
+            type.
+        groups: Lists of layers (named as in `rates`), or
+            `Group(layers, rate)`, pruned collectively. A layer may be in
+            one group only.
+        criterion: `"magnitude"` (|w|), `"random"` (same counts, random
+            positions: the random-pruning control), or a callable
+            `fn(weight: np.ndarray, name: str) -> scores` of the weight's
+            shape, where a higher score means keep. `weight` is the
+            effective weight (pruned entries are 0); pruned entries are
+            never candidates, whatever their score.
+        granularity: `"weight"` (unstructured), `"block"`, `"channel"`,
+            `"N:M"` (e.g. `"2:4"`), or a
+            `keras_lottery.pruning.granularity.Granularity` grouping
+            weights into units pruned whole; counts and `min_remaining` are
+            then in units (see `keras_lottery.pruning.granularity`).
+        block_shape: For `granularity="block"`: `(rows along the input
+            axis, columns along the output axis)`; `(4, 1)` when None.
+        norm: For `"block"` and `"channel"`: `"l1"` (the default) or
+            `"l2"`, the norm of a unit's scores that ranks it.
+        min_remaining: Units (weights, blocks, channels) each weight tensor
+            keeps at least, in both modes (a rate or a `sparsity`), so that
+            no layer is cut off (which global pruning otherwise can do): a
+            count (an int >= 0; 1 by default), or a fraction of each
+            tensor's units (a float in [0, 1)), which a tensor of `n` units
+            turns into `ceil(fraction * n)`. 0 protects nothing. Pruning
+            never revives units, so a tensor already below it just loses
+            none.
+        seed: Seed of the `"random"` criterion.
+        sparsity: Instead of a rate, prune every pool up to this fraction
+            of zeros (in units), as tfmot's schedules do: the output layers
+            are then pooled like the others, and `rate`, `output_rate` and
+            `rates` do not apply. A pool already sparser is left as it is.
+            `min_remaining` still protects units (pass 0 for tfmot's exact
+            counts); `prune_to_sparsity` is this mode.
+
+    Returns:
+        A `PruneReport` with, per weight, the counts before and after and
+        the score threshold used; `print(report)` shows it as a table.
+
+    Raises:
+        ValueError: For a rate outside [0, 1), an unknown scope, criterion
+            or granularity, a `min_remaining` that is neither an int >= 0
+            nor a float in [0, 1), NaN or infinite weights, a model without
+            wrapped layers, unknown layers in `rates`/`groups`, or a layer
+            in two groups.
+
+    Warns:
+        UserWarning: When the step leaves a weight tensor (almost) empty,
+            as described above.
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([keras.Input((10,)),
+    ...     keras.layers.Dense(10, name="fc"), keras.layers.Dense(2, name="out")]))
+    >>> report = kl.prune(model, rate=0.2)  # the output layer at 0.1
+    >>> [(w.name, w.after) for w in report.weights]
+    [('fc/kernel', 80), ('out/kernel', 18)]
+    """
+    rate = check_rate(rate, "rate")
+    if sparsity is not None:
+        sparsity = check_sparsity(sparsity)
+    check_prune_options(
+        dict(scope=scope, output_rate=output_rate, rates=rates, groups=groups,
+             criterion=criterion, granularity=granularity,
+             block_shape=block_shape, norm=norm, min_remaining=min_remaining,
+             seed=seed),
+        where="prune", sparsity=sparsity is not None,
+    )
+    units = get_granularity(granularity, block_shape=block_shape, norm=norm)
+    min_remaining = check_min_remaining(min_remaining)
+    entries = list(iter_weight_keys(require_wrappers(model)))
+    assignment, _ = resolve_pools(
+        model, entries, rate, scope, output_rate, rates, groups,
+        separate_outputs=sparsity is None,
+    )
+    masks = {key: wrapper.get_mask(name) for key, wrapper, name in entries}
+    scores = score_weights(entries, masks, criterion, seed)
+    pools: dict[str, list[str]] = {}
+    for key, _, _ in entries:
+        pools.setdefault(assignment[key][0], []).append(key)
+    new_masks: dict[str, np.ndarray] = {}
+    thresholds: dict[str, float | None] = {}
+    for keys in pools.values():
+        pool_masks, threshold = _prune_pool(
+            keys, scores, masks, units, min_remaining,
+            assignment[keys[0]][1], sparsity,
+        )
+        new_masks.update(pool_masks)
+        thresholds.update(dict.fromkeys(keys, threshold))
+    rows = []
+    for key, wrapper, name in entries:
+        # Masks built here are 0/1 of the right shape by construction.
+        wrapper.mask_variable(name).assign(new_masks[key])
+        pool, pool_rate = assignment[key]
+        rows.append(_row(key, pool, pool_rate, sparsity, masks[key],
+                         new_masks[key], thresholds[key]))
+    message = collapse_warning(masks, new_masks)
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return PruneReport(tuple(rows), scope=scope, criterion=criterion_name(criterion))
