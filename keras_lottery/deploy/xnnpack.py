@@ -312,89 +312,17 @@ def check_xnnpack_sparse(model: keras.Model) -> XnnpackSparseReport:
         )
     _, producers, consumers = _graph(model)
     problems: list[tuple[str, str]] = []
-
-    def name(layer):
-        return _inner(layer).name
-
-    def search(sources, stop, step, missing):
-        """Layers where `stop` holds on every path from `sources`."""
-        found, seen, todo = [], set(), list(sources)
-        while todo:
-            layer = todo.pop()
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            if stop(layer):
-                found.append(layer)
-                continue
-            nxt = step(layer)
-            if not nxt:
-                problems.append((name(layer), missing))
-                return []
-            todo.extend(nxt)
-        return found
-
-    def conv_like(layer):
-        return isinstance(_inner(layer), (L.Conv1D, L.Conv2D, L.Conv3D,
-                                          L.Dense))
-
-    inputs = [graph.operation_of(t) for t in model.inputs]
-    starts = search(
-        inputs, lambda lyr: _is_stem(lyr, producers) or conv_like(lyr),
-        lambda lyr: consumers.get(id(lyr), []),
-        "reaches the output without a stem convolution",
-    )
-    for layer in [s for s in starts if not _is_stem(s, producers)]:
-        inner = _inner(layer)
-        k = "x".join(map(str, _pair(getattr(inner, "kernel_size", (1, 1)))))
-        problems.append((name(layer), (
-            f"first weighted layer is a {type(inner).__name__} {k} stride "
-            f"{_pair(getattr(inner, 'strides', 1))[0]} padding "
-            f"{getattr(inner, 'padding', '-')!r} on "
-            f"{inner.kernel.shape[-2]} channels; XNNPACK's sparse subgraph "
-            "starts with a Conv2D 3x3 stride 2 on 3 channels, padding "
-            "'valid' after ZeroPadding2D(((1, 1), (1, 1)))")))
-    starts = [s for s in starts if _is_stem(s, producers)]
-    outputs = [graph.operation_of(t) for t in model.outputs]
-    ends = search(
-        outputs,
-        lambda lyr: isinstance(lyr, L.GlobalAveragePooling2D),
-        lambda lyr: producers.get(id(lyr), []),
-        "no GlobalAveragePooling2D(keepdims=True) on this output branch",
-    )
-    for layer in [e for e in ends if not _is_end(e)]:
-        problems.append((name(layer), "GlobalAveragePooling2D without "
-                         "keepdims=True; XNNPACK ends the sparse subgraph only "
-                         "at a mean that keeps the spatial dims"))
-    ends = [e for e in ends if _is_end(e)]
-    body, seen = [], set()
-    if starts and ends:
-        end_ids = {id(e) for e in ends}
-        todo = [c for s in starts for c in consumers.get(id(s), [])]
-        while todo:
-            layer = todo.pop()
-            if id(layer) in seen or id(layer) in end_ids:
-                continue
-            seen.add(id(layer))
-            reason = _support(layer, producers)
-            if reason is not None:
-                problems.append((name(layer), reason))
-                continue
-            body.append(layer)
-            nxt = consumers.get(id(layer), [])
-            if not nxt:
-                problems.append((name(layer), "reaches an output before "
-                                 "the GlobalAveragePooling2D"))
-            todo.extend(nxt)
+    starts = _find_starts(model, producers, consumers, problems)
+    ends = _find_ends(model, producers, problems)
+    body = (_walk_body(starts, ends, producers, consumers, problems)
+            if starts and ends else [])
     structure_ok = bool(starts and ends) and not problems
     ones = [lyr for lyr in body if isinstance(_inner(lyr), L.Conv2D)
             and not isinstance(_inner(lyr), L.DepthwiseConv2D)]
     order = {id(lyr): i for i, lyr in enumerate(_all_layers(model))}
     ones.sort(key=lambda lyr: order.get(id(lyr), 0))
-    sparsity = {}
-    for layer in ones:
-        kernel = _effective_kernel(layer)
-        sparsity[name(layer)] = float(np.mean(kernel == 0))
+    sparsity = {_name(layer): float(np.mean(_effective_kernel(layer) == 0))
+                for layer in ones}
     dense_ones = [k for k, v in sparsity.items() if v <= XNNPACK_SPARSITY]
     for k in dense_ones:
         problems.append((k, f"{100 * sparsity[k]:.1f}% zeros; XNNPACK runs a "
@@ -404,12 +332,101 @@ def check_xnnpack_sparse(model: keras.Model) -> XnnpackSparseReport:
     return XnnpackSparseReport(
         ok=structure_ok and bool(ones) and not dense_ones,
         structure_ok=structure_ok,
-        start=tuple(name(s) for s in starts),
-        end=tuple(name(e) for e in ends),
-        prunable=tuple(name(lyr) for lyr in ones),
+        start=tuple(_name(s) for s in starts),
+        end=tuple(_name(e) for e in ends),
+        prunable=tuple(_name(lyr) for lyr in ones),
         sparsity=sparsity,
         problems=tuple(problems),
     )
+
+
+def _name(layer) -> str:
+    return _inner(layer).name
+
+
+def _search(sources, stop, step, missing: str, problems) -> list:
+    """Layers where `stop` holds on every path from `sources`; a path that
+    ends first is a problem (`missing`) and the search gives up."""
+    found, seen, todo = [], set(), list(sources)
+    while todo:
+        layer = todo.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if stop(layer):
+            found.append(layer)
+            continue
+        nxt = step(layer)
+        if not nxt:
+            problems.append((_name(layer), missing))
+            return []
+        todo.extend(nxt)
+    return found
+
+
+def _find_starts(model, producers, consumers, problems) -> list:
+    """The stem convolutions every input branch reaches."""
+    def conv_like(layer):
+        return isinstance(_inner(layer), (L.Conv1D, L.Conv2D, L.Conv3D,
+                                          L.Dense))
+
+    inputs = [graph.operation_of(t) for t in model.inputs]
+    starts = _search(
+        inputs, lambda lyr: _is_stem(lyr, producers) or conv_like(lyr),
+        lambda lyr: consumers.get(id(lyr), []),
+        "reaches the output without a stem convolution", problems,
+    )
+    for layer in [s for s in starts if not _is_stem(s, producers)]:
+        inner = _inner(layer)
+        k = "x".join(map(str, _pair(getattr(inner, "kernel_size", (1, 1)))))
+        problems.append((_name(layer), (
+            f"first weighted layer is a {type(inner).__name__} {k} stride "
+            f"{_pair(getattr(inner, 'strides', 1))[0]} padding "
+            f"{getattr(inner, 'padding', '-')!r} on "
+            f"{inner.kernel.shape[-2]} channels; XNNPACK's sparse subgraph "
+            "starts with a Conv2D 3x3 stride 2 on 3 channels, padding "
+            "'valid' after ZeroPadding2D(((1, 1), (1, 1)))")))
+    return [s for s in starts if _is_stem(s, producers)]
+
+
+def _find_ends(model, producers, problems) -> list:
+    """The GlobalAveragePooling2D(keepdims=True) of every output branch."""
+    outputs = [graph.operation_of(t) for t in model.outputs]
+    ends = _search(
+        outputs,
+        lambda lyr: isinstance(lyr, L.GlobalAveragePooling2D),
+        lambda lyr: producers.get(id(lyr), []),
+        "no GlobalAveragePooling2D(keepdims=True) on this output branch",
+        problems,
+    )
+    for layer in [e for e in ends if not _is_end(e)]:
+        problems.append((_name(layer), "GlobalAveragePooling2D without "
+                         "keepdims=True; XNNPACK ends the sparse subgraph only "
+                         "at a mean that keeps the spatial dims"))
+    return [e for e in ends if _is_end(e)]
+
+
+def _walk_body(starts, ends, producers, consumers, problems) -> list:
+    """The supported layers between the stems and the ends."""
+    body, seen = [], set()
+    end_ids = {id(e) for e in ends}
+    todo = [c for s in starts for c in consumers.get(id(s), [])]
+    while todo:
+        layer = todo.pop()
+        if id(layer) in seen or id(layer) in end_ids:
+            continue
+        seen.add(id(layer))
+        reason = _support(layer, producers)
+        if reason is not None:
+            problems.append((_name(layer), reason))
+            continue
+        body.append(layer)
+        nxt = consumers.get(id(layer), [])
+        if not nxt:
+            problems.append((_name(layer), "reaches an output before "
+                             "the GlobalAveragePooling2D"))
+        todo.extend(nxt)
+    return body
 
 
 __all__ = [
