@@ -273,6 +273,17 @@ def test_unsupported_op_fails_loudly_and_leaves_no_file(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_dict_inputs_and_sequence_axes_export(tmp_path):
+    """A KerasHub text backbone: dict inputs, sequence axes of size None."""
+    keras_hub = pytest.importorskip("keras_hub")
+    model = keras_hub.models.BertBackbone(
+        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=16)
+    report = export_tflite(model, tmp_path / "bert.tflite", sparse=False)
+    assert set(report.max_error) == {"xnnpack", "builtin"}
+    assert max(report.max_error.values()) <= TOLERANCES[None]
+
+
 def test_mismatch_is_a_clear_error(unstructured):
     _, path, _ = unstructured
     other = mlp((64, 256, 256, 16))  # same shapes, other weights

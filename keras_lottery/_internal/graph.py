@@ -97,3 +97,14 @@ def operation_of(tensor):
     """The layer or operation that produced a symbolic tensor."""
     return tensor._keras_history.operation
 
+
+
+def pack_inputs(model, arrays: list):
+    """One array per `model.inputs`, in the structure `model` is called
+    with: the single array, a list, or a dict keyed as the model's inputs
+    (KerasHub text models take `{"token_ids": ..., "padding_mask": ...}`).
+    """
+    struct = getattr(model, "_inputs_struct", None)
+    if struct is None or (len(arrays) == 1 and not isinstance(struct, dict)):
+        return arrays[0] if len(arrays) == 1 else list(arrays)
+    return keras.tree.pack_sequence_as(struct, list(arrays))

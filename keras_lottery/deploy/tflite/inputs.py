@@ -10,6 +10,9 @@ from keras_lottery.core.model import check_model, wrappers
 
 VERIFY_SAMPLES = 8
 MAX_REPRESENTATIVE = 200
+#: Length given to an input axis of unknown size (a text model's sequence)
+#: in the verification samples.
+SEQUENCE_LENGTH = 8
 
 
 def prepare_model(model) -> keras.Model:
@@ -118,7 +121,8 @@ def sample_inputs(model) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     arrays = []
     for shape, dtype in input_specs(model):
-        full = (VERIFY_SAMPLES, *[1 if s is None else s for s in shape[1:]])
+        full = (VERIFY_SAMPLES,
+                *[SEQUENCE_LENGTH if s is None else s for s in shape[1:]])
         if "int" in dtype:
             arrays.append(rng.integers(0, 2, size=full).astype(dtype))
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_lottery._internal import graph
 from keras_lottery.deploy.tflite.interpreter import first_line, load
 from keras_lottery.deploy.tflite.report import ExportError
 
@@ -40,8 +41,7 @@ def run_signature(interpreter, inputs: list[np.ndarray], names: list[str]):
 def reference(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
     from keras import ops
 
-    outputs = model(inputs[0] if len(inputs) == 1 else inputs,
-                    training=False)
+    outputs = model(graph.pack_inputs(model, inputs), training=False)
     return [np.asarray(ops.convert_to_numpy(o))
             for o in keras.tree.flatten(outputs)]
 
