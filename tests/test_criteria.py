@@ -299,3 +299,127 @@ def test_sparsity_mode_prunes_every_pool_to_the_target():
     assert report.after == pytest.approx(0.1 * 950, abs=1)
     with pytest.raises(ValueError, match="rate mode"):
         kl.prune(model, sparsity=0.95, output_rate=0.1)
+
+
+# ------------------------------------------------------------------ names
+def named_mlp():
+    """Dense layers named fc1, fc2 and out (wrappers prunable_<name>)."""
+    import keras
+
+    return kl.wrap(keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(8, name="fc1"),
+        keras.layers.Dense(8, name="fc2"), keras.layers.Dense(2, name="out"),
+    ]))
+
+
+def test_groups_take_every_name_of_a_layer_and_classes(rng):
+    model = named_mlp()
+    report = kl.prune(model, 0.5, groups=[["prunable_fc1", "fc2"]])
+    pools = {w.name: w.pool for w in report.weights}
+    assert pools == {"fc1/kernel": "group0", "fc2/kernel": "group0",
+                     "out/kernel": "output"}
+    import keras
+
+    report = kl.prune(named_mlp(), 0.5, groups=[kl.Group(keras.layers.Dense)])
+    assert {w.pool for w in report.weights} == {"group0"}
+    with pytest.raises(ValueError, match="two groups"):
+        kl.prune(named_mlp(), 0.5, groups=[["fc1"], ["prunable_fc1"]])
+
+
+def test_set_masks_takes_every_name_of_a_layer():
+    model = named_mlp()
+    zeros = np.zeros((6, 8), "float32")
+    for key in ("prunable_fc1", "fc1", "prunable_fc1/kernel", "fc1/kernel"):
+        kl.set_masks(model, {key: np.ones((6, 8))}, strict=False)
+        kl.set_masks(model, {key: zeros}, strict=False)
+        assert kl.get_masks(model)["fc1/kernel"].sum() == 0, key
+    with pytest.raises(ValueError, match="twice"):
+        kl.set_masks(model, {"fc1": zeros, "prunable_fc1/kernel": zeros},
+                     strict=False)
+    with pytest.raises(ValueError, match="names no prunable weight"):
+        kl.set_masks(model, {"fc3": zeros}, strict=False)
+
+
+def test_one_mask_check_with_one_message():
+    model = named_mlp()
+    with pytest.raises(ValueError, match=r"Received: mask with shape \(2, 2\)"):
+        kl.set_masks(model, {"fc1": np.zeros((2, 2))}, strict=False)
+    with pytest.raises(ValueError, match=r"Received values such as \[0.5"):
+        kl.set_masks(model, {"fc1": np.full((6, 8), 0.5)}, strict=False)
+
+
+# ------------------------------------------------------ one min_remaining
+@pytest.mark.parametrize("options", [
+    {}, {"scope": "global"}, {"min_remaining": 0}, {"min_remaining": 0.25},
+    {"granularity": "channel"},
+])
+def test_prune_sparsity_and_prune_to_sparsity_give_the_same_masks(options):
+    a = kl.wrap(mlp((4, 8, 2)))
+    b = kl.wrap(mlp((4, 8, 2)))
+    b.set_weights(a.get_weights())
+    for target in (0.5, 0.99):
+        kl.prune(a, sparsity=target, **options)
+        kl.prune_to_sparsity(b, target, **options)
+        masks_b = list(kl.get_masks(b).values())
+        for mask, other in zip(kl.get_masks(a).values(), masks_b, strict=True):
+            np.testing.assert_array_equal(other, mask)
+
+
+def test_min_remaining_default_keeps_one_weight_in_both_modes():
+    model = kl.wrap(mlp((4, 8, 2)))
+    kl.prune_to_sparsity(model, 0.99)
+    assert [int(m.sum()) for m in kl.get_masks(model).values()] == [1, 1]
+    with pytest.warns(UserWarning, match="cuts every path"):
+        kl.prune_to_sparsity(model, 0.99, min_remaining=0)
+    assert [int(m.sum()) for m in kl.get_masks(model).values()] == [0, 0]
+
+
+# ---------------------------------------------------------------- options
+@pytest.mark.parametrize("options", [
+    {"scope": "model"}, {"criterion": "gradient"}, {"granularity": "row"},
+    {"granularity": "block", "block_shape": (0, 1)}, {"norm": "l3"},
+    {"min_remaining": -1}, {"seed": -3}, {"output_rate": 1.5},
+    {"rates": {"Dense": 2.0}}, {"groups": "fc1"},
+])
+def test_every_entry_point_gives_the_same_message_for_a_mistake(options):
+    def message(fn):
+        with pytest.raises((ValueError, TypeError)) as error:
+            fn()
+        return str(error.value)
+
+    expected = message(lambda: kl.prune(kl.wrap(mlp()), 0.2, **options))
+    assert "Received" in expected
+    assert message(lambda: kl.LotterySchedule(0.2, **options)) == expected
+    if "output_rate" not in options and "rates" not in options:
+        assert message(lambda: kl.prune_to_sparsity(kl.wrap(mlp()), 0.5,
+                                                     **options)) == expected
+        assert message(lambda: kl.GradualPruning(
+            kl.ConstantSparsity(0.5, 0), **options)) == expected
+
+
+def test_unknown_prune_option_fails_at_construction():
+    with pytest.raises(TypeError, match=r"LotterySchedule got unexpected.*scop"):
+        kl.LotterySchedule(0.2, scop="global")
+    with pytest.raises(TypeError, match="GradualPruning got unexpected"):
+        kl.GradualPruning(kl.ConstantSparsity(0.5, 0), rate=0.2)
+    with pytest.raises(ValueError, match="rate mode"):
+        kl.GradualPruning(kl.ConstantSparsity(0.5, 0), rates={"fc": 0.1})
+
+
+def test_a_registered_criterion_is_one_function():
+    from keras_lottery.pruning.scores import CRITERIA, register_criterion
+
+    @register_criterion("inverse")
+    def inverse(weight, rng):
+        return -np.abs(weight)
+
+    try:
+        model = kl.wrap(mlp((4, 4)))
+        kernel = np.arange(16, dtype="float32").reshape(4, 4)
+        model.layers[0].layer.kernel.assign(kernel)
+        kl.prune(model, 0.5, output_rate=0.5, criterion="inverse")
+        mask = kl.get_masks(model)["dense/kernel"]
+        assert mask.ravel().tolist() == [1.0] * 8 + [0.0] * 8
+        kl.LotterySchedule(0.2, criterion="inverse")  # accepted everywhere
+    finally:
+        del CRITERIA["inverse"]
