@@ -31,7 +31,7 @@ from keras_lottery.search.records import RoundRecord
 from keras_lottery.search.results import SearchResult
 from keras_lottery.search.schedule import RewindCheckpoint
 
-__all__ = ["SearchError", "copy_model", "lottery_search"]
+__all__ = ["SearchError", "lottery_search"]
 
 
 class SearchError(KerasLotteryError, RuntimeError):
