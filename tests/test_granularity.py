@@ -276,3 +276,18 @@ def test_tflite_block_sparse_report_and_n_m_from_the_flatbuffer(tmp_path, rng):
     for got, layer in zip(read_tflite_weights(nm_path).values(), plain.layers):
         np.testing.assert_allclose(
             got, keras.ops.convert_to_numpy(layer.kernel).T, rtol=1e-6)
+
+
+def test_one_block_tiling_for_pruning_and_the_xnnpack_check():
+    g = BlockGranularity((4, 1))
+    mask = np.ones((6, 3))
+    mask[0:4, 0] = 0  # a full block
+    mask[4:6, 1] = 0  # the partial block at the end of the input axis
+    assert g.aligned(mask)
+    mask[5, 2] = 0  # half a partial block
+    assert not g.aligned(mask)
+    # A mask block pruning makes is aligned, partial blocks included.
+    model = kl.wrap(mlp((6, 3, 2)))
+    kl.prune(model, 0.5, granularity="block", output_rate=0.5)
+    assert all(g.aligned(m) for m in kl.get_masks(model).values())
+    assert set(check_block_alignment(model, warn=False).values()) == {"block"}

@@ -30,6 +30,7 @@ import numpy as np
 from keras_lottery._internal import graph
 from keras_lottery.core.model import check_model
 from keras_lottery.core.wrapper import PrunableWrapper
+from keras_lottery.pruning.granularity import BlockGranularity
 
 L = keras.layers
 
@@ -60,13 +61,7 @@ def _all_layers(model):
 
 # ------------------------------------------------------- Dense alignment
 def _block_structured(nonzero: np.ndarray, block_shape) -> bool:
-    rows, cols = block_shape
-    n_in, n_out = nonzero.shape
-    pad = ((0, -n_in % rows), (0, -n_out % cols))
-    padded = np.pad(nonzero, pad, mode="edge")
-    blocks = padded.reshape(padded.shape[0] // rows, rows,
-                            padded.shape[1] // cols, cols)
-    return bool((blocks.all(axis=(1, 3)) == blocks.any(axis=(1, 3))).all())
+    return BlockGranularity(block_shape).aligned(nonzero)
 
 
 def check_block_alignment(

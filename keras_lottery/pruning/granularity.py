@@ -222,6 +222,27 @@ class BlockGranularity(Granularity):
         full = full[..., : mask.shape[-2], : mask.shape[-1]]
         return (full & (mask != 0)).astype(mask.dtype)
 
+    def aligned(self, mask: np.ndarray) -> bool:
+        """Whether the nonzeros of `mask` fill whole blocks, or none of one.
+
+        The one block tiling of the library (`check_block_alignment` uses
+        it too): a partial block at the end of an axis is a block of its
+        own, aligned when its entries are all zero or all nonzero.
+
+        Example:
+
+        >>> import numpy as np
+        >>> from keras_lottery.pruning.granularity import BlockGranularity
+        >>> g = BlockGranularity((2, 1))
+        >>> g.aligned(np.array([[1, 0], [1, 0], [0, 1]])), g.aligned(np.eye(3))
+        (True, False)
+        """
+        nonzero = np.asarray(mask) != 0
+        _require_matrix(nonzero.shape, "mask", "block")
+        alive = self._blocked(nonzero).any(axis=(-3, -1)).ravel()
+        full = self.expand(alive, np.ones(nonzero.shape, dtype=bool))
+        return bool(np.array_equal(full, nonzero))
+
 
 class ChannelGranularity(Granularity):
     """Whole output units (Dense) or filters (Conv): the last axis.
