@@ -40,8 +40,8 @@ def check_model(model, *, what: str = "model") -> keras.Model:
         raise TypeError(
             f"Expected a keras.Model for `{what}`, but received a RoundRecord "
             "(one round of a search: its numbers, not its model). Get the "
-            "model with result.ticket(record, trained=True), e.g. "
-            "result.ticket(result.best_ticket(), trained=True)."
+            "winning model with result.best_model(), or any round's with "
+            "result.ticket(record, trained=True)."
         )
     if not isinstance(model, keras.Model):
         raise TypeError(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from keras_lottery._internal.io import text_table
 from keras_lottery.core.model import require_wrappers, wrappers
 
 
@@ -130,16 +131,7 @@ class PruningSummary:
         rows.append(("Total", "", f"{self.total:,}", f"{self.remaining:,}",
                      f"{100 * self.sparsity:.2f}%"))
         header = ("Weight", "Shape", "Total", "Remaining", "Sparsity")
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-
-        def fmt(row):
-            return "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths))
-            )
-
-        rule = "-" * len(fmt(header))
-        lines = [fmt(header), rule, *map(fmt, rows[:-1]), rule, fmt(rows[-1])]
+        lines = [text_table(rows, header, left=[0, 1], total=True)]
         if self.kernels_and_matrices:
             lines.append(
                 f"Coverage: {self.total:,} of {self.kernels_and_matrices:,} "
