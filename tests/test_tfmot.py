@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
+from keras_lottery.core.copy import copy_model
 from keras_lottery.core.model import wrappers
 from keras_lottery.interop.tfmot import from_tfmot
-from keras_lottery.search.lottery import copy_model
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("tf_keras") is None

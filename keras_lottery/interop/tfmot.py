@@ -19,7 +19,8 @@ import keras
 import numpy as np
 
 from keras_lottery._internal.child import call_child
-from keras_lottery.core.model import wrap, wrappers
+from keras_lottery.core.model import wrappers
+from keras_lottery.core.wrap import wrap
 from keras_lottery.pruning.masks import set_masks
 
 #: Layer types `from_tfmot` rebuilds (their tf_keras configs load in Keras 3).
