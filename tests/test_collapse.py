@@ -129,7 +129,7 @@ def test_fractional_min_remaining_passes_through_lottery_search():
         kl.lottery_search(
             model, lambda m: m.fit(x, y, epochs=1, verbose=0), rounds=1,
             rate=0.8, scope="global", verbose=0,
-            prune_options={"min_remaining": 0.05},
+            min_remaining=0.05,
         )
     assert not [w for w in caught if "prune left" in str(w.message)]
     assert counts(model)["fc2/kernel"] >= math.ceil(0.05 * 4096)
