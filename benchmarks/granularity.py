@@ -99,7 +99,7 @@ def search(granularity: str, args, data) -> tuple[object, object, float]:
     start = time.perf_counter()
     result = kl.lottery_search(
         model, fit, rounds=args.rounds, target_sparsity=args.sparsity,
-        eval_fn=evaluate, seed=args.seed, verbose=1, prune_options=options,
+        eval_fn=evaluate, seed=args.seed, verbose=1, **options,
     )
     return model, result, time.perf_counter() - start
 

@@ -98,7 +98,7 @@ def search_block_ticket(data, *, rounds, target_sparsity, epochs, seed):
     return kl.lottery_search(
         model, fit_fn, eval_fn=eval_fn, rounds=rounds,
         target_sparsity=target_sparsity, rewind_to="init", seed=seed,
-        prune_options={"granularity": "block", "block_shape": BLOCK},
+        granularity="block", block_shape=BLOCK,
     )
 
 
