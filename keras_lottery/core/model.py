@@ -1,8 +1,9 @@
 """Finding things in a model: its wrappers, their keys, its output layers.
 
 The lookups every other module uses (`walk`, `iter_wrappers`, `wrappers`,
-`iter_weight_keys`, `output_layer_keys`), the one resolver of layer names
-and classes (`resolve_selectors`, `matches`), and `check_model`.
+`iter_weight_keys`, `output_layer_keys`), the one naming rule of layers
+(`names_of`: own name, wrapper's name, key) with `wrap`'s selector resolver
+(`resolve_selectors`, `matches`), and `check_model`.
 """
 
 from __future__ import annotations
@@ -169,17 +170,32 @@ def iter_weight_keys(
 
 
 # ---------------------------------------------------- names and classes
+def names_of(key: str, layer) -> set[str]:
+    """Every name a layer goes by: its own, its wrapper's and its key.
+
+    The one naming rule of keras_lottery: a wrapped layer `fc` at key
+    `encoder/fc` is `"fc"`, `"prunable_fc"` and `"encoder/fc"` in every
+    function that takes a layer name (`wrap(include=...)`, `prune(rates=...)`,
+    `groups=`, `set_masks` keys). `layer` is a layer or its wrapper.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_lottery.core.model import names_of
+    >>> sorted(names_of("encoder/fc", keras.layers.Dense(2, name="fc")))
+    ['encoder/fc', 'fc', 'prunable_fc']
+    """
+    inner = layer.layer if isinstance(layer, PrunableWrapper) else layer
+    return {key, key.rsplit("/", 1)[-1], inner.name, f"prunable_{inner.name}"}
+
+
 def _names_in(model) -> dict[str, keras.layers.Layer]:
     found = {}
     for key, layer in walk(model):
-        found.setdefault(key, layer)
-        found.setdefault(key.rsplit("/", 1)[-1], layer)
-        if isinstance(layer, PrunableWrapper):
-            found.setdefault(layer.name, layer)
-    return {
-        name: (layer.layer if isinstance(layer, PrunableWrapper) else layer)
-        for name, layer in found.items()
-    }
+        inner = layer.layer if isinstance(layer, PrunableWrapper) else layer
+        for name in sorted(names_of(key, layer)):
+            found.setdefault(name, inner)
+    return found
 
 
 def resolve_selectors(model, selectors, argument) -> tuple[list, list]:
@@ -208,9 +224,7 @@ def resolve_selectors(model, selectors, argument) -> tuple[list, list]:
 
 
 def matches(layer, key, names, types) -> bool:
-    return (
-        layer.name in names
-        or key in names
-        or f"prunable_{layer.name}" in names
-        or isinstance(layer, tuple(types))
+    """Whether `layer` at `key` is one of `names` or an instance of `types`."""
+    return bool(names_of(key, layer) & set(names)) or isinstance(
+        layer, tuple(types)
     )

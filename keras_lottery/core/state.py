@@ -1,8 +1,8 @@
 """What keras_lottery keeps beside a layer's own variables.
 
 Rewind points in host memory (`HostValue`), the registry of wrappers
-attached in place, and the small tools both use to stay out of Keras'
-attribute tracking and weight files.
+attached in place, the small tools both use to stay out of Keras'
+attribute tracking and weight files, and the one check of a mask.
 """
 
 from __future__ import annotations
@@ -94,3 +94,35 @@ class WithoutKeys:
         return len(self.keys())
 
 
+def check_mask(value, shape: tuple[int, ...], key: str) -> np.ndarray:
+    """`value` as a NumPy array if it is a valid mask of `shape`.
+
+    The one validation of a mask given by a user: the shape of its weight,
+    and only 0 and 1 (booleans are accepted).
+
+    Raises:
+        ValueError: For another shape or values other than 0/1, naming the
+            weight and what was received.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_lottery.core.state import check_mask
+    >>> check_mask([[1, 0]], (1, 2), "fc/kernel").tolist()
+    [[1, 0]]
+    """
+    array = np.asarray(ops.convert_to_numpy(value))
+    if array.shape != tuple(shape):
+        raise ValueError(
+            f"Mask '{key}' must have shape {tuple(shape)}, the shape of its "
+            f"weight. Received: mask with shape {array.shape}. Masks transfer "
+            "only between models of the same architecture."
+        )
+    if array.dtype != bool and not np.all((array == 0) | (array == 1)):
+        bad = array[(array != 0) & (array != 1)].ravel()[:3]
+        raise ValueError(
+            f"Mask '{key}' must hold only 0 and 1. Received values such as "
+            f"{bad.tolist()}. Threshold your scores first, e.g. "
+            "mask = (scores > t).astype('float32')."
+        )
+    return array

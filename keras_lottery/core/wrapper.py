@@ -15,6 +15,7 @@ from keras_lottery.core.state import (
     HostValue,
     WithoutKeys,
     attached_wrapper,
+    check_mask,
     host_copy,
     set_untracked,
 )
@@ -341,20 +342,7 @@ class PrunableWrapper(keras.layers.Wrapper):
             ValueError: If the shape differs or values other than 0/1 occur.
         """
         variable = self.mask_variable(name)
-        array = np.asarray(ops.convert_to_numpy(mask))
-        if array.shape != tuple(variable.shape):
-            raise ValueError(
-                f"Mask for '{self.layer.name}/{name}' must have shape "
-                f"{tuple(variable.shape)}. Received: mask with shape "
-                f"{array.shape}."
-            )
-        if array.dtype != bool and not np.all((array == 0) | (array == 1)):
-            bad = array[(array != 0) & (array != 1)].ravel()[:3]
-            raise ValueError(
-                f"Mask for '{self.layer.name}/{name}' must hold only 0 and 1. "
-                f"Received values such as {bad.tolist()}. Threshold your "
-                "scores first, e.g. mask = (scores > t).astype('float32')."
-            )
+        array = check_mask(mask, tuple(variable.shape), f"{self.layer.name}/{name}")
         variable.assign(array.astype(bool))  # masks the weight again too
 
     def effective_weight(self, name: str) -> np.ndarray:

@@ -1,10 +1,11 @@
 """Naming wrapped layers: the one resolver of layer selectors.
 
 Every pruning function that takes a layer (`prune(rates=..., groups=...)`,
-`Group`, `set_masks` keys) resolves it here, so a layer has the same names
-everywhere: the wrapped layer's own name (`"fc"`), its wrapper's
-(`"prunable_fc"`), and its key (`"encoder/fc"`, the name prefixed by the
-models and composite layers that contain it). A layer class selects its
+`Group`, `set_masks` keys) resolves it here, with the naming rule of
+`keras_lottery.core.model.names_of` that `wrap(include=...)` uses too: the
+wrapped layer's own name (`"fc"`), its wrapper's (`"prunable_fc"`), and its
+key (`"encoder/fc"`, the name prefixed by the models and composite layers
+that contain it). A layer class selects its
 instances and those of its subclasses; a class name (`"Dense"`) selects
 instances of exactly that class.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from keras_lottery.core.model import names_of
 from keras_lottery.core.wrapper import PrunableWrapper
 
 LayerSelector = str | type
@@ -52,8 +54,7 @@ def resolve_layers(
     ([], ['fc', 'out'])
     """
     if isinstance(selector, str):
-        named = [key for key, w in found.items()
-                 if selector in (key, w.name, w.layer.name)]
+        named = [key for key, w in found.items() if selector in names_of(key, w)]
         typed = [key for key, w in found.items()
                  if key not in named and type(w.layer).__name__ == selector]
     elif isinstance(selector, type):
