@@ -1,6 +1,6 @@
 """The model zoo: every model kind keras_lottery supports, built offline.
 
-One definition shared by the test suite (`tests/test_zoo.py`) and by the
+One definition shared by the test suite (`tests/core/test_zoo.py`) and by the
 docs table (`python benchmarks/zoo.py --backend all`, which writes
 docs/supported-models.md). Every model is built with random weights (no
 download) at a small input size; KerasHub models from tiny configs.

@@ -9,7 +9,7 @@ under each distribution; it writes masks, predictions and variable layouts
 to an `.npz` and a JSON file that the tests compare. Each backend's suite
 runs its own worker and skips the others' tests.
 
-Run a worker by hand: `KERAS_BACKEND=jax python tests/test_distribution.py
+Run a worker by hand: `KERAS_BACKEND=jax python tests/search/test_distribution.py
 OUT_DIR` (set XLA_FLAGS as above first).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BATCH = 16
 EPOCHS = 2
 JAX_DEVICES = 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from harness import check_prunable_layer
 from keras import ops
 
 import keras_lottery as kl
@@ -148,6 +149,26 @@ class SelfDeclared(Scale):
 
 
 kl.register_prunable(Scale, ["w"])
+
+
+@pytest.mark.parametrize("layer_class", [Scale, SelfDeclared])
+def test_custom_layer_passes_the_per_layer_checks(layer_class, rng):
+    x = rng.standard_normal((3, 4)).astype("float32")
+    check_prunable_layer(lambda: layer_class(5), (x,), ["w"], rng)
+
+
+def test_keras_hub_layers_pass_the_per_layer_checks(rng):
+    keras_hub = pytest.importorskip("keras_hub")
+    x = rng.standard_normal((2, 6, 4)).astype("float32")
+    check_prunable_layer(
+        lambda: keras_hub.layers.PositionEmbedding(sequence_length=6), (x,),
+        ["position_embeddings"], rng,
+    )
+    tokens = rng.integers(0, 10, (2, 6)).astype("int32")
+    check_prunable_layer(
+        lambda: keras_hub.layers.ReversibleEmbedding(10, 4), (tokens,),
+        ["embeddings"], rng,
+    )
 
 
 @pytest.mark.parametrize("layer_class", [Scale, SelfDeclared])

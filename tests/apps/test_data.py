@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keras_lottery import data as kd
+from keras_lottery.apps import data as kd
 
 
 def _fake_mnist(path, n_train=60, n_test=20, **overrides):

@@ -7,68 +7,15 @@ import hypothesis.strategies as st
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from harness import (
+    check_prunable_layer,
+    numpy_list,
+    random_masks,
+    twins,
+)
 from keras import ops
 
 import keras_lottery as kl
-
-# ----------------------------------------------------------------- helpers
-
-
-def _flat(outputs) -> list:
-    return [o for o in keras.tree.flatten(outputs) if o is not None]
-
-
-def outputs_and_gradients(
-    layer, inputs: tuple, variables, **kwargs
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """`layer(*inputs)` and the gradients of its sum w.r.t. raw `variables`.
-
-    The one per-backend helper of the suite. `variables` are Keras variables
-    among `layer.trainable_variables` (for a wrapper: the wrapped layer's
-    own, unmasked variables). Returns NumPy arrays.
-    """
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            outputs = _flat(layer(*inputs, **kwargs))
-            loss = sum(ops.sum(o) for o in outputs)
-        grads = tape.gradient(loss, [v.value for v in variables])
-        grads = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices too
-    elif BACKEND == "jax":
-        import jax
-
-        trainable = list(layer.trainable_variables)
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-        index = {id(v): i for i, v in enumerate(trainable)}
-
-        def total(values):
-            out, _ = layer.stateless_call(values, non_trainable, *inputs, **kwargs)
-            out = _flat(out)
-            return sum(ops.sum(o) for o in out), out
-
-        (_, outputs), grads = jax.value_and_grad(total, has_aux=True)(
-            [v.value for v in trainable]
-        )
-        grads = [grads[index[id(v)]] for v in variables]
-    elif BACKEND == "torch":
-        for v in variables:
-            v.value.grad = None
-        outputs = _flat(layer(*inputs, **kwargs))
-        sum(ops.sum(o) for o in outputs).backward()
-        grads = [v.value.grad for v in variables]
-    else:
-        raise NotImplementedError(BACKEND)
-    return _numpy(outputs), _numpy(grads)
-
-
-def _numpy(outputs) -> list[np.ndarray]:
-    return [np.asarray(ops.convert_to_numpy(o)) for o in _flat(outputs)]
-
-
-def _symbolic(inputs) -> list:
-    return [keras.KerasTensor(x.shape, dtype=x.dtype) for x in inputs]
 
 
 def _floats(rng, *shape):
@@ -200,89 +147,10 @@ EXPECTED_WEIGHTS = {
 }
 
 
-def _twins(factory, inputs):
-    """A built layer and a wrapper around a built copy with equal weights."""
-    plain = factory()
-    plain(*_symbolic(inputs))  # builds without running (fast on JAX)
-    copy = factory()
-    copy(*_symbolic(inputs))
-    copy.set_weights(plain.get_weights())
-    wrapper = kl.PrunableWrapper(copy)
-    wrapper(*_symbolic(inputs))
-    return plain, wrapper
-
-
-def _random_masks(wrapper, rng, keep=0.5):
-    masks = {}
-    for name in wrapper.weight_names:
-        shape = wrapper.get_mask(name).shape
-        mask = (rng.random(shape) < keep).astype("float32")
-        mask.flat[0] = 0.0  # at least one pruned and one kept entry
-        mask.flat[-1] = 1.0
-        wrapper.set_mask(name, mask)
-        masks[name] = mask
-    return masks
-
-
-def _assert_close(actual, expected, atol=1e-6):
-    assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
-        np.testing.assert_allclose(a, e, rtol=1e-6, atol=atol)
-
-
 # ------------------------------------------- masked call, every layer type
 @pytest.mark.parametrize(("kind", "factory", "make_inputs"), LAYERS, ids=LAYER_IDS)
 def test_masked_call_matches_plain_layer(kind, factory, make_inputs, rng):
-    inputs = make_inputs(rng)
-    plain, wrapper = _twins(factory, inputs)
-    assert wrapper.weight_names == EXPECTED_WEIGHTS[kind]
-
-    # All-ones mask (as built): the same outputs and gradients as the layer.
-    for name in wrapper.weight_names:
-        assert np.all(wrapper.get_mask(name) == 1.0)
-    inner = wrapper.layer.trainable_variables
-    assert [v.shape for v in inner] == [v.shape for v in plain.trainable_variables]
-    outputs, grads = outputs_and_gradients(wrapper, inputs, inner)
-    expected, expected_grads = outputs_and_gradients(
-        plain, inputs, plain.trainable_variables
-    )
-    _assert_close(outputs, expected)
-    _assert_close(grads, expected_grads, atol=1e-5)
-
-    # Random mask: the layer with `w * mask` baked in computes the same
-    # outputs and the same gradients for every kept weight; pruned weights
-    # are exactly zero in the variable, and an optimizer step keeps them so.
-    masks = _random_masks(wrapper, rng)
-    by_id = {id(v): n for n, v in kl.prunable_weights(plain).items()}
-    plain.set_weights(
-        [
-            w * masks[by_id[id(v)]] if id(v) in by_id else w
-            for v, w in zip(plain.weights, plain.get_weights())
-        ]
-    )
-    names = wrapper.weight_names
-    outputs, grads = outputs_and_gradients(
-        wrapper, inputs, [wrapper.prunable_variable(n) for n in names]
-    )
-    _assert_close(outputs, _numpy(plain(*inputs)), atol=1e-5)
-    plain_weights = kl.prunable_weights(plain)
-    _, plain_grads = outputs_and_gradients(
-        plain, inputs, [plain_weights[n] for n in names]
-    )
-    optimizer = keras.optimizers.SGD(1.0)
-    optimizer.build([wrapper.prunable_variable(n) for n in names])
-    optimizer.apply(
-        [keras.ops.ones(tuple(wrapper.prunable_variable(n).shape))
-         for n in names],
-        [wrapper.prunable_variable(n) for n in names],
-    )
-    for name, grad, plain_grad in zip(names, grads, plain_grads):
-        pruned = masks[name] == 0
-        _assert_close(grad[~pruned], plain_grad[~pruned], atol=1e-5)
-        raw = np.asarray(ops.convert_to_numpy(wrapper.prunable_variable(name)))
-        assert np.all(raw[pruned] == 0.0), f"{kind}/{name}: pruned weight moved"
-        # Kept weights still learn (the check above would pass vacuously).
-        assert np.any(grad[~pruned] != 0.0), f"{kind}/{name}: no gradient at all"
+    check_prunable_layer(factory, make_inputs(rng), EXPECTED_WEIGHTS[kind], rng)
 
 
 @hypothesis.settings(
@@ -309,13 +177,13 @@ def test_property_output_equals_layer_with_masked_kernel(
     else:
         x = _floats(rng, 3, channels)
         factory = lambda: keras.layers.Dense(units)  # noqa: E731
-    plain, wrapper = _twins(factory, (x,))
+    plain, wrapper = twins(factory, (x,))
     mask = (rng.random(plain.kernel.shape) < keep).astype("float32")
     wrapper.set_mask("kernel", mask)
     kernel, bias = plain.get_weights()
     plain.set_weights([kernel * mask, bias])
     np.testing.assert_allclose(
-        _numpy(wrapper(x))[0], _numpy(plain(x))[0], rtol=1e-6, atol=1e-6
+        numpy_list(wrapper(x))[0], numpy_list(plain(x))[0], rtol=1e-6, atol=1e-6
     )
 
 
@@ -393,13 +261,13 @@ def test_wrapper_rejects_wrapper_and_model():
 # ------------------------------------------------------- training & masking
 def test_lstm_dropout_training_flag_and_seed_state(rng):
     x = _floats(rng, 2, 5, 3)
-    plain, wrapper = _twins(
+    plain, wrapper = twins(
         lambda: keras.layers.LSTM(4, dropout=0.5, recurrent_dropout=0.5), (x,)
     )
-    inference = _numpy(wrapper(x, training=False))[0]
-    np.testing.assert_allclose(inference, _numpy(plain(x))[0], atol=1e-6)
-    first = _numpy(wrapper(x, training=True))[0]
-    second = _numpy(wrapper(x, training=True))[0]
+    inference = numpy_list(wrapper(x, training=False))[0]
+    np.testing.assert_allclose(inference, numpy_list(plain(x))[0], atol=1e-6)
+    first = numpy_list(wrapper(x, training=True))[0]
+    second = numpy_list(wrapper(x, training=True))[0]
     assert not np.allclose(first, inference)  # dropout is applied
     assert not np.allclose(first, second)  # the seed state advances
 
@@ -416,10 +284,10 @@ def test_dropout_and_batch_norm_around_wrapped_layers(rng):
     )
     wrapped = kl.wrap(model)
     x, y = _floats(rng, 32, 6), _floats(rng, 32, 2)
-    inference = _numpy(wrapped(x, training=False))[0]
-    np.testing.assert_array_equal(_numpy(wrapped(x, training=False))[0], inference)
-    assert not np.allclose(_numpy(wrapped(x, training=True))[0], inference)
-    np.testing.assert_allclose(inference, _numpy(model(x))[0], atol=1e-6)
+    inference = numpy_list(wrapped(x, training=False))[0]
+    np.testing.assert_array_equal(numpy_list(wrapped(x, training=False))[0], inference)
+    assert not np.allclose(numpy_list(wrapped(x, training=True))[0], inference)
+    np.testing.assert_allclose(inference, numpy_list(model(x))[0], atol=1e-6)
 
     norm = wrapped.layers[1]
     assert isinstance(norm, keras.layers.BatchNormalization)
@@ -447,10 +315,10 @@ def test_embedding_mask_zero_into_lstm_keeps_sequence_masking(rng):
         "PrunableWrapper",
     ]
     padded = np.array([[3, 7, 0, 0, 0], [5, 1, 2, 8, 0]], "int32")
-    out = _numpy(wrapped(padded))[0]
-    np.testing.assert_allclose(out, _numpy(model(padded))[0], atol=1e-6)
+    out = numpy_list(wrapped(padded))[0]
+    np.testing.assert_allclose(out, numpy_list(model(padded))[0], atol=1e-6)
     # Padding is skipped: the padded row gives what the unpadded one gives.
-    short = _numpy(wrapped(np.array([[3, 7]], "int32")))[0]
+    short = numpy_list(wrapped(np.array([[3, 7]], "int32")))[0]
     np.testing.assert_allclose(out[0], short[0], atol=1e-6)
     mask = wrapped.layers[0].compute_mask(padded)
     np.testing.assert_array_equal(ops.convert_to_numpy(mask), padded != 0)
@@ -485,7 +353,7 @@ def test_kernel_regularizer_sees_only_kept_weights(rng):
     )
     wrapped = kl.wrap(model)
     wrapper = wrapped.layers[0]
-    mask = _random_masks(wrapper, rng)["kernel"]
+    mask = random_masks(wrapper, rng)["kernel"]
     raw = np.array(ops.convert_to_numpy(wrapper.prunable_variable("kernel")))
     (penalty,) = wrapped.losses
     expected = 0.01 * np.sum((raw * mask) ** 2)  # Keras' default l2 = 0.01
@@ -532,7 +400,7 @@ def test_mixed_precision(mixed_precision, rng):
     x, y = _floats(rng, 16, 6), _floats(rng, 16, 2)
     hidden = first(x)
     assert keras.backend.standardize_dtype(hidden.dtype) == "float16"
-    mask = _random_masks(first, rng)["kernel"]
+    mask = random_masks(first, rng)["kernel"]
     wrapped.compile(optimizer="adam", loss="mse")
     wrapped.fit(x, y, epochs=2, batch_size=8, verbose=0)
     assert np.all(first.effective_weight("kernel")[mask == 0] == 0.0)
