@@ -2,7 +2,7 @@
 
 The lookups every other module uses (`walk`, `iter_wrappers`, `wrappers`,
 `iter_weight_keys`, `output_layer_keys`), the one naming rule of layers
-(`names_of`: own name, wrapper's name, key) with `wrap`'s selector resolver
+(`names_of`: own name, and key) with `wrap`'s selector resolver
 (`resolve_selectors`, `matches`), and `check_model`.
 """
 
@@ -171,12 +171,14 @@ def iter_weight_keys(
 
 # ---------------------------------------------------- names and classes
 def names_of(key: str, layer) -> set[str]:
-    """Every name a layer goes by: its own, its wrapper's and its key.
+    """Every name a layer goes by: its own (its wrapper's too) and its key.
 
     The one naming rule of keras_lottery: a wrapped layer `fc` at key
-    `encoder/fc` is `"fc"`, `"prunable_fc"` and `"encoder/fc"` in every
-    function that takes a layer name (`wrap(include=...)`, `prune(rates=...)`,
-    `groups=`, `set_masks` keys). `layer` is a layer or its wrapper.
+    `encoder/fc` is `"fc"` and `"encoder/fc"` in every function that takes
+    a layer name (`wrap(include=...)`, `prune(rates=...)`, `groups=`,
+    `set_masks` keys); `"prunable_fc"` also works (the name of a wrapper
+    attached in place, and of wrappers in files saved by earlier versions).
+    `layer` is a layer or its wrapper.
 
     Example:
 

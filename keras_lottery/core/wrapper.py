@@ -138,7 +138,9 @@ class PrunableWrapper(keras.layers.Wrapper):
                 "keras_lottery.register_prunable(cls, ['kernel']) or a "
                 "get_prunable_weights() method."
             )
-        kwargs.setdefault("name", f"prunable_{layer.name}")
+        # The layer's own name: `model.get_layer("fc")` finds the wrapper,
+        # which answers for the layer's attributes (`.kernel`, `.units`).
+        kwargs.setdefault("name", layer.name)
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
         # Containers of the wrapped layer's variables are kept out of Keras'
@@ -153,6 +155,19 @@ class PrunableWrapper(keras.layers.Wrapper):
         self._initials = {}
         self._other_initials = []
         self.supports_masking = layer.supports_masking
+
+    def __getattr__(self, name: str):
+        """The wrapped layer's public attributes (`kernel`, `units`, ...).
+
+        Only reached when normal lookup fails, so the wrapper's own
+        attributes always win; private names are never forwarded.
+        """
+        try:  # the backend's own lookup (torch.nn.Module's on PyTorch)
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith("_") or name == "layer":
+                raise
+        return getattr(self.layer, name)
 
     # ------------------------------------------------------------------ build
     def build(self, input_shape=None):
@@ -234,11 +249,11 @@ class PrunableWrapper(keras.layers.Wrapper):
         """A non-trainable variable of `like`'s shape, dtype and layout.
 
         Under a Keras distribution (JAX) a variable's layout comes from its
-        path, and the path of a mask (`.../prunable_dense/kernel_mask`)
-        does not match the `LayoutMap` keys that shard its kernel
-        (`dense.*kernel`): the mask would be replicated beside a sharded
-        kernel. So the state takes the layout of its weight, as Keras'
-        optimizers do for their slots (`add_variable_from_reference`).
+        path, and the path of a mask (`sequential/dense/kernel_mask`) need
+        not match the `LayoutMap` key that shards its kernel (`dense/kernel`
+        exactly): the mask would be replicated beside a sharded kernel. So
+        the state takes the layout of its weight, as Keras' optimizers do
+        for their slots (`add_variable_from_reference`).
         """
         layout = getattr(like, "_layout", None)
         if layout is None:

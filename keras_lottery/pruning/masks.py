@@ -3,7 +3,7 @@
 Masks are keyed `"layer/weight"` as `get_masks` returns them. `set_masks`
 also takes the other names of a layer, resolved as everywhere in
 keras-lottery (`keras_lottery.pruning.names`): the wrapped layer's name
-(`"fc/kernel"`), its wrapper's (`"prunable_fc/kernel"`) or its key
+(`"fc/kernel"`, which its wrapper shares) or its key
 (`"encoder/fc/kernel"`), and a layer alone (`"fc"`) for its only prunable
 weight.
 """
@@ -67,7 +67,7 @@ def _weights_named(found, weights, key: str) -> list[str]:
     raise ValueError(
         f"`masks` has key '{key}', which names no prunable weight. Its "
         f"weights are {sorted(weights)}; a layer is named by its own name, "
-        "its wrapper's 'prunable_<name>' or its key. If the models differ "
+        "or its key. If the models differ "
         "only in layer names, pass by='order'."
     )
 
@@ -106,8 +106,8 @@ def set_masks(
     Args:
         model: A model holding `PrunableWrapper` layers.
         masks: Arrays of 0/1 keyed like `get_masks(model)`. A layer may be
-            named by its own name (`"fc/kernel"`), its wrapper's
-            (`"prunable_fc/kernel"`) or its key (`"encoder/fc/kernel"`);
+            named by its own name (`"fc/kernel"`) or its key
+            (`"encoder/fc/kernel"`);
             a layer alone (`"fc"`) names its only prunable weight.
         strict: Require a mask for every prunable weight of `model`.
         by: `"name"` matches keys to the model's weights by name;

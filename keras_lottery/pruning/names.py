@@ -3,7 +3,7 @@
 Every pruning function that takes a layer (`prune(rates=..., groups=...)`,
 `Group`, `set_masks` keys) resolves it here, with the naming rule of
 `keras_lottery.core.model.names_of` that `wrap(include=...)` uses too: the
-wrapped layer's own name (`"fc"`), its wrapper's (`"prunable_fc"`), and its
+wrapped layer's own name (`"fc"`, which its wrapper shares), and its
 key (`"encoder/fc"`, the name prefixed by the models and composite layers
 that contain it). A layer class selects its
 instances and those of its subclasses; a class name (`"Dense"`) selects
@@ -48,7 +48,7 @@ def resolve_layers(
     >>> from keras_lottery.pruning.names import resolve_layers
     >>> model = kl.wrap(keras.Sequential([keras.Input((3,)),
     ...     keras.layers.Dense(2, name="fc"), keras.layers.Dense(1, name="out")]))
-    >>> resolve_layers(wrappers(model), "prunable_fc", argument="rates")
+    >>> resolve_layers(wrappers(model), "fc", argument="rates")
     (['fc'], [])
     >>> resolve_layers(wrappers(model), keras.layers.Layer, argument="rates")
     ([], ['fc', 'out'])
@@ -62,15 +62,15 @@ def resolve_layers(
         typed = [key for key, w in found.items() if isinstance(w.layer, selector)]
     else:
         raise TypeError(
-            f"`{argument}` names layers by name (the layer's, its wrapper's "
-            "'prunable_<name>' or its key) or by class. Received: "
+            f"`{argument}` names layers by name (the layer's own or its key) "
+            "or by class. Received: "
             f"{selector!r} of type {type(selector).__name__}."
         )
     if not named and not typed:
         shown = selector.__name__ if isinstance(selector, type) else repr(selector)
         raise ValueError(
             f"`{argument}` names {shown}, which matches no wrapped layer name "
-            "(the layer's own, its wrapper's 'prunable_<name>' or its key) "
+            "(the layer's own or its key) "
             f"or layer type. Wrapped layers: {sorted(found)}."
         )
     return named, typed

@@ -131,8 +131,8 @@ def _check_rates(rates):
     for selector, value in rates.items():
         if not isinstance(selector, (str, type)):
             raise TypeError(
-                "`rates` names layers by name (the layer's, its wrapper's "
-                "'prunable_<name>' or its key) or by class. Received: "
+                "`rates` names layers by name (the layer's own or its key) "
+                "or by class. Received: "
                 f"{selector!r} of type {type(selector).__name__}."
             )
         check_rate(value, f"rates[{selector!r}]")

@@ -188,7 +188,7 @@ def prune(
     `min_remaining` of its best-scored units (weights, blocks, channels).
 
     A layer is named as everywhere in keras-lottery: by its own name
-    (`"fc"`), its wrapper's (`"prunable_fc"`) or its key (`"encoder/fc"`);
+    (`"fc"`, which its wrapper shares) or its key (`"encoder/fc"`);
     a layer class selects its subclasses too, a class name (`"Dense"`)
     that class.
 
@@ -210,8 +210,8 @@ def prune(
         rate: Fraction of the remaining weights to remove, in [0, 1).
         scope: `"layer"` or `"global"`.
         output_rate: Rate of the output layers; `rate / 2` when None.
-        rates: Overrides by layer name (the wrapped layer's, its wrapper's
-            `prunable_<name>` or its key) or layer type (a class, which
+        rates: Overrides by layer name (the wrapped layer's, which its
+            wrapper shares, or its key) or layer type (a class, which
             selects its subclasses too, or a class name), e.g.
             `{"Conv2D": 0.15, keras.layers.Dense: 0.2}`. A name wins over a
             type.

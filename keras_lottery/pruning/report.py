@@ -33,8 +33,8 @@ class Group:
 
     Args:
         layers: The layers, each named as `prune(rates=...)` names them:
-            the wrapped layer's name (`"fc"`), its wrapper's
-            (`"prunable_fc"`), its key (`"encoder/fc"`), or a layer class
+            the wrapped layer's name (`"fc"`, which its wrapper shares), its
+            key (`"encoder/fc"`), or a layer class
             (which selects its subclasses too) or class name.
         rate: The group's rate; the `rate` of `prune` when None.
 
@@ -44,7 +44,7 @@ class Group:
     >>> model = kl.wrap(keras.Sequential([keras.Input((4,)),
     ...     keras.layers.Dense(4, name="a"), keras.layers.Dense(4, name="b"),
     ...     keras.layers.Dense(2, name="out")]))
-    >>> report = kl.prune(model, 0.2, groups=[kl.Group(["a", "prunable_b"], 0.5)])
+    >>> report = kl.prune(model, 0.2, groups=[kl.Group(["a", "b"], 0.5)])
     >>> [(w.name, w.pool) for w in report.weights]
     [('a/kernel', 'group0'), ('b/kernel', 'group0'), ('out/kernel', 'output')]
     """

@@ -76,7 +76,7 @@ def test_set_weights_and_assign_cannot_revive(rng):
     model.set_weights([np.ones(w.shape, w.dtype) if w.dtype != bool else w
                        for w in model.get_weights()])
     assert _pruned_nonzero(model) == 0
-    fc = model.get_layer("prunable_fc")
+    fc = model.get_layer("fc")
     fc.layer.kernel.assign(np.full((8, 16), 7.0, "float32"))
     assert _pruned_nonzero(model) == 0
     kept = ops.convert_to_numpy(fc.layer.kernel)[fc.get_mask("kernel") == 1]
@@ -125,20 +125,20 @@ def test_load_weights_into_an_in_place_model_cannot_revive(rng, tmp_path):
 
 def test_a_mask_assigned_directly_masks_its_weight(rng):
     model = kl.wrap(_mlp())
-    fc = model.get_layer("prunable_fc")
+    fc = model.get_layer("fc")
     fc.mask_variable("kernel").assign(np.zeros((8, 16), bool))
     assert np.all(ops.convert_to_numpy(fc.layer.kernel) == 0.0)
 
 
 def test_rewind_sets_pruned_weights_to_zero_not_to_theta0(rng):
     model = kl.wrap(_mlp())
-    theta0 = ops.convert_to_numpy(model.get_layer("prunable_fc").layer.kernel)
+    theta0 = ops.convert_to_numpy(model.get_layer("fc").layer.kernel)
     kl.prune(model, rate=0.5)
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
     model.fit(*_data(rng), epochs=1, verbose=0)
     kl.rewind(model, "init")
-    fc = model.get_layer("prunable_fc")
+    fc = model.get_layer("fc")
     mask = fc.get_mask("kernel")
     kernel = ops.convert_to_numpy(fc.layer.kernel)
     np.testing.assert_array_equal(kernel, np.where(mask > 0, theta0, 0.0))
@@ -164,7 +164,7 @@ def test_strip_leaves_plain_variables(rng):
 
 def test_mask_is_one_byte_per_weight():
     model = kl.wrap(_mlp())
-    fc = model.get_layer("prunable_fc")
+    fc = model.get_layer("fc")
     assert keras.backend.standardize_dtype(fc.mask_variable("kernel").dtype) == "bool"
 
 

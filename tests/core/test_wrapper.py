@@ -194,7 +194,8 @@ def test_state_variables_and_rewind_point(rng):
     start = [w.copy() for w in layer.get_weights()]
     wrapper = kl.PrunableWrapper(layer)
     wrapper.build((None, 4))
-    assert wrapper.name == f"prunable_{layer.name}"
+    assert wrapper.name == layer.name  # model.get_layer(name) finds it
+    assert wrapper.units == 3 and wrapper.kernel is layer.kernel
     np.testing.assert_array_equal(
         ops.convert_to_numpy(wrapper.initial_variable("kernel")), start[0]
     )
