@@ -14,7 +14,6 @@ from keras_lottery.core.state import (
     REWIND_POINTS,
     HostValue,
     WithoutKeys,
-    attached_wrapper,
     check_mask,
     host_copy,
     set_untracked,
@@ -414,18 +413,9 @@ class PrunableWrapper(keras.layers.Wrapper):
             rewind_point: `"device"` or `"host"`, as for the constructor.
 
         Returns:
-            The built wrapper (`keras_lottery.model.attached_wrapper(layer)`
+            The built wrapper (`keras_lottery.core.state.attached_wrapper(layer)`
             finds it again).
         """
-        existing = attached_wrapper(layer)
-        if existing is not None:
-            return existing
-        if not layer.built:
-            raise ValueError(
-                f"Layer '{layer.name}' is not built, so it has no weights to "
-                "mask yet. Build the model (call it on a batch) before "
-                "keras_lottery.wrap(model)."
-            )
         return attached.attach(cls, layer, rewind_point)
 
     def _state_variables(self) -> list:

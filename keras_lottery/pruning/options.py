@@ -37,6 +37,19 @@ PRUNE_OPTIONS = (
 SCOPES = ("layer", "global")
 
 
+def _check_fraction(value, what: str, meaning: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{what}` must be a number in [0, 1). Received: {what}={value!r}"
+        )
+    if math.isnan(value) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(
+            f"`{what}` is {meaning} and must be in [0, 1). "
+            f"Received: {what}={value}"
+        )
+    return float(value)
+
+
 def check_rate(value, what: str) -> float:
     """A fraction in [0, 1) as a float; a clear error otherwise.
 
@@ -46,16 +59,9 @@ def check_rate(value, what: str) -> float:
     >>> check_rate(0.2, "rate")
     0.2
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`{what}` must be a number in [0, 1). Received: {what}={value!r}"
-        )
-    if math.isnan(value) or not 0.0 <= float(value) < 1.0:
-        raise ValueError(
-            f"`{what}` is the fraction of the remaining weights to remove and "
-            f"must be in [0, 1). Received: {what}={value}"
-        )
-    return float(value)
+    return _check_fraction(
+        value, what, "the fraction of the remaining weights to remove"
+    )
 
 
 def check_sparsity(value, what: str = "sparsity") -> float:
@@ -67,16 +73,7 @@ def check_sparsity(value, what: str = "sparsity") -> float:
     >>> check_sparsity(0.75)
     0.75
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`{what}` must be a number in [0, 1). Received: {what}={value!r}"
-        )
-    if math.isnan(value) or not 0.0 <= float(value) < 1.0:
-        raise ValueError(
-            f"`{what}` is the fraction of weights that are zero and must be in "
-            f"[0, 1). Received: {what}={value}"
-        )
-    return float(value)
+    return _check_fraction(value, what, "the fraction of weights that are zero")
 
 
 def check_min_remaining(value) -> int | float:
