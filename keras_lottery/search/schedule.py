@@ -215,7 +215,7 @@ class EarlyStopReadout(keras.callbacks.Callback):
 
     Train with `fit(..., epochs=n // k, steps_per_epoch=k)` and pass
     `steps_per_epoch=k` here to count the early stop in iterations (see
-    `keras_lottery.data.iteration_batches`).
+    `keras_lottery.iteration_batches`).
 
     Args:
         test_data: `(x, y)` arrays, or a dataset yielding `(x, y)` batches

@@ -1,4 +1,4 @@
-"""Tests of keras_lottery.data: MNIST from a file, MNIST-1D generated here."""
+"""Tests of keras_lottery.apps.data: MNIST from a file, MNIST-1D generated here."""
 
 from __future__ import annotations
 

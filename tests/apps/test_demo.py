@@ -1,4 +1,4 @@
-"""Tests of `keras_lottery.demo`: the quick demo end to end, per backend."""
+"""Tests of `keras_lottery.apps.demo`: the quick demo end to end, per backend."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def test_backend_option_reexecutes_with_keras_backend_set(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     proc = subprocess.run(
         [sys.executable, "-c",
-         "import sys, keras, keras_lottery.demo as d;"
+         "import sys, keras, keras_lottery.apps.demo as d;"
          "print('started on', keras.backend.backend(), flush=True);"
          "sys.exit(d.main(sys.argv[1:]))",
          "--backend", other, "--dataset", "mnist",
