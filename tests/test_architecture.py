@@ -145,3 +145,13 @@ def test_every_public_name_resolves():
         assert getattr(keras_lottery, public) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         keras_lottery.nope  # noqa: B018
+
+
+def test_a_public_function_is_not_a_module():
+    """`import keras_lottery.shrink` used to give the function; the module
+    path is now unambiguous (`keras_lottery.deploy.shrink`)."""
+    import importlib
+
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("keras_lottery.shrink")
+    assert importlib.import_module("keras_lottery.deploy.shrink").shrink

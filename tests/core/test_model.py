@@ -429,3 +429,16 @@ def test_selector_of_wrong_type_is_an_error():
 def test_model_functions_need_wrappers():
     with pytest.raises(ValueError, match=r"no PrunableWrapper.*keras_lottery.wrap"):
         kl.summary(mlp(), print_fn=None)
+
+
+def test_get_layer_finds_a_wrapped_layer_by_its_own_name():
+    """After wrap, model.get_layer("fc") still works, and the wrapper it
+    returns answers for the layer's attributes."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="fc"),
+                              keras.layers.Dense(2, name="out")])
+    wrapped = kl.wrap(model)
+    fc = wrapped.get_layer("fc")
+    assert isinstance(fc, kl.PrunableWrapper)
+    assert fc.units == 4 and fc.kernel is fc.layer.kernel
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        fc.nothing  # noqa: B018
