@@ -44,6 +44,8 @@ _EXPORTS: dict[str, str] = {
     "get_masks": "keras_lottery.pruning.masks",
     "set_masks": "keras_lottery.pruning.masks",
     "shuffle_masks": "keras_lottery.pruning.masks",
+    "mask_overlap": "keras_lottery.pruning.overlap",
+    "MaskOverlap": "keras_lottery.pruning.overlap",
     "Granularity": "keras_lottery.pruning.granularity",
     "BlockGranularity": "keras_lottery.pruning.granularity",
     "ChannelGranularity": "keras_lottery.pruning.granularity",
@@ -65,6 +67,7 @@ _EXPORTS: dict[str, str] = {
     "run_trials": "keras_lottery.search.trials",
     "merge_results": "keras_lottery.search.merge",
     "MergedResult": "keras_lottery.search.merge",
+    "plot_overlap": "keras_lottery.search.plot",
     # deploy: smaller and faster models
     "shrink": "keras_lottery.deploy.shrink",
     "ShrinkReport": "keras_lottery.deploy.shrink",
@@ -158,10 +161,12 @@ if TYPE_CHECKING:  # the same names, for type checkers and the API docs
         NMGranularity,
     )
     from keras_lottery.pruning.masks import get_masks, set_masks, shuffle_masks
+    from keras_lottery.pruning.overlap import MaskOverlap, mask_overlap
     from keras_lottery.pruning.prune import prune
     from keras_lottery.pruning.report import Group, PruneReport
     from keras_lottery.search.lottery import SearchError, lottery_search
     from keras_lottery.search.merge import MergedResult, merge_results
+    from keras_lottery.search.plot import plot_overlap
     from keras_lottery.search.records import RoundRecord
     from keras_lottery.search.results import SearchResult
     from keras_lottery.search.schedule import (

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_lottery.pruning.overlap import jaccard_matrix
 from keras_lottery.search.records import RoundRecord
 from keras_lottery.search.results import SearchResult
 
@@ -85,11 +86,15 @@ class MergedResult(SearchResult):
     def __init__(self, results: Sequence[SearchResult]):
         self.results = list(results)
         levels: dict[float, list[RoundRecord]] = {}
-        for result in self.results:
+        members: dict[float, list[tuple[int, int]]] = {}
+        for index, result in enumerate(self.results):
             for record in result.rounds:
                 key = round(float(record.remaining), _LEVEL_DIGITS)
                 levels.setdefault(key, []).append(record)
+                members.setdefault(key, []).append((index, record.round))
         rounds, self.stats, self.control_stats = [], [], []
+        # Per level: (index in `results`, round) of the rounds merged there.
+        self._members = [members[k] for k in sorted(levels, reverse=True)]
         for remaining in sorted(levels, reverse=True):
             records = levels[remaining]
             stats = self._metric_stats([r.metrics for r in records])
@@ -154,6 +159,51 @@ class MergedResult(SearchResult):
         for stats in table:
             s = stats.get(metric)
             out.append(None if s is None or s["n"] < 2 else (s["min"], s["max"]))
+        return out
+
+    def seed_overlap(self) -> list[float | None]:
+        """Per level, the mean Jaccard overlap of the searches' tickets.
+
+        For every two searches that reached the level, the Jaccard overlap
+        of their masks (`keras_lottery.mask_overlap`, weights paired by
+        order, so layer names may differ); None where fewer than two
+        searches reached it. Needs the masks of every search: run them
+        with `directory=` and merge the directories, or merge the results
+        `lottery_search` returned.
+
+        Raises:
+            ValueError: A search does not hold the masks of a round.
+
+        Example:
+
+        >>> import numpy as np, keras_lottery as kl
+        >>> def search(kept):
+        ...     masks = {0: {"fc/kernel": np.ones(4)},
+        ...              1: {"fc/kernel": np.array(kept)}}
+        ...     return kl.SearchResult([kl.RoundRecord(0, 1.0, {}, {}),
+        ...                             kl.RoundRecord(1, 0.5, {}, {})],
+        ...                            masks=masks)
+        >>> merged = kl.merge_results([search([1, 1, 0, 0]),
+        ...                            search([0, 1, 1, 0])])
+        >>> [round(v, 3) for v in merged.seed_overlap()]
+        [1.0, 0.333]
+        """
+        out = []
+        for members in self._members:
+            if len(members) < 2:
+                out.append(None)
+                continue
+            masks = []
+            for index, round_ in members:
+                try:
+                    masks.append(self.results[index].masks(round_))
+                except ValueError as error:
+                    raise ValueError(
+                        "seed_overlap compares the searches' masks; "
+                        f"results[{index}] does not hold them: {error}"
+                    ) from error
+            matrix = jaccard_matrix(masks, by="order")
+            out.append(float(matrix[np.triu_indices(len(masks), 1)].mean()))
         return out
 
     def rows(self) -> list[dict]:

@@ -95,3 +95,80 @@ def plot_result(
     path = atomic_write(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
     return path
+
+
+def plot_overlap(
+    result, path: str | os.PathLike, *, title: str | None = None
+) -> Path:
+    """Writes a PNG heatmap of the Jaccard overlap between rounds' masks.
+
+    Rounds x rounds, each labelled with its % of weights remaining: how
+    much of one round's ticket the next rounds keep (see
+    `keras_lottery.mask_overlap`). Needs matplotlib (the `plot` extra) and
+    the masks of every round (a search run with `directory=`, or held in
+    memory).
+
+    Args:
+        result: A `SearchResult` holding its rounds' masks.
+        path: The `.png` file to write.
+        title: The plot title.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: `path` does not end in `.png`, or the result does not
+            hold the masks of every round.
+
+    Example:
+
+    >>> import numpy as np, keras_lottery as kl
+    >>> masks = {0: {"fc/kernel": np.array([1, 1, 1, 1])},
+    ...          1: {"fc/kernel": np.array([1, 1, 1, 0])},
+    ...          2: {"fc/kernel": np.array([1, 1, 0, 0])}}
+    >>> result = kl.SearchResult(
+    ...     [kl.RoundRecord(r, float(m["fc/kernel"].mean()), {}, {})
+    ...      for r, m in masks.items()], masks=masks)
+    >>> result.overlap_matrix().round(2).tolist()
+    [[1.0, 0.75, 0.5], [0.75, 1.0, 0.67], [0.5, 0.67, 1.0]]
+    >>> kl.plot_overlap(result, "overlap.png").name
+    'overlap.png'
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(
+            "plot_overlap writes a PNG; give a path ending in .png. "
+            f"Received: {path}"
+        )
+    if not callable(getattr(result, "overlap_matrix", None)):
+        raise TypeError(
+            "plot_overlap draws a SearchResult (as lottery_search returns). "
+            f"Received: {type(result).__name__}."
+        )
+    matrix = result.overlap_matrix()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(matrix)
+    labels = [f"{r.round} ({100 * r.remaining:.3g}%)" for r in result.rounds]
+    size = min(12.0, 2.5 + 0.5 * n)
+    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=120)
+    image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+    fig.colorbar(image, ax=ax, label="Jaccard overlap of kept weights")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("round (% of weights remaining)")
+    ax.set_ylabel("round (% of weights remaining)")
+    if n <= 12:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center",
+                        color="black" if matrix[i, j] > 0.6 else "white",
+                        fontsize=8)
+    ax.set_title(title or "Mask overlap between rounds")
+    fig.tight_layout()
+    path = atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)
+    return path

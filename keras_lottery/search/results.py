@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from keras_lottery._internal.io import atomic_write_text, csv_text, text_table
+from keras_lottery.pruning.overlap import MaskOverlap, jaccard_matrix, mask_overlap
 from keras_lottery.search.directory import SearchDirectory
 from keras_lottery.search.records import RoundRecord, clean
 from keras_lottery.search.tickets import TicketStore
@@ -117,6 +118,18 @@ class SearchResult:
         """The masks used in a round (all ones in round 0), by
         `"layer/weight"` as named when the round ran."""
         return self._kept.round_masks(self._check_round(round))
+
+    def mask_overlap(self, round_a: int | RoundRecord,
+                     round_b: int | RoundRecord) -> MaskOverlap:
+        """`keras_lottery.mask_overlap` of two rounds' masks: how many of
+        round b's kept weights round a kept, against chance. Raises
+        ValueError, as `ticket` does, for masks this result does not hold."""
+        return mask_overlap(self.masks(round_a), self.masks(round_b))
+
+    def overlap_matrix(self) -> np.ndarray:
+        """The Jaccard overlap of every two rounds' masks, rounds x rounds
+        (`keras_lottery.plot_overlap` draws it)."""
+        return jaccard_matrix([self.masks(r) for r in self.rounds])
 
     # ------------------------------------------------------------ tickets
     def best_ticket(
