@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -576,8 +577,9 @@ def test_search_killed_mid_round_resumes_to_the_uninterrupted_result(tmp_path):
     script.write_text(_RESUME_SCRIPT)
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "TESTS_DIR": str(ROOT / "tests"),
+        # the package, conftest (tests/) and this module (tests/search/)
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        "TESTS_DIR": str(Path(__file__).resolve().parent),
     }
 
     def run(directory, mode, seed):
