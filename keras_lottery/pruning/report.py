@@ -11,6 +11,8 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+from keras_lottery._internal.io import text_table
+
 
 def pruned_count(rate: float, remaining: int) -> int:
     """How many of `remaining` weights one round at `rate` removes.
@@ -139,15 +141,4 @@ class PruneReport:
         ]
         rows.append(("Total", "", "", f"{self.before:,}", f"{self.after:,}",
                      f"{100 * self.sparsity:.2f}% sparse"))
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(6)]
-
-        def fmt(row):
-            return "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths))
-            )
-
-        rule = "-" * len(fmt(header))
-        return "\n".join(
-            [fmt(header), rule, *map(fmt, rows[:-1]), rule, fmt(rows[-1])]
-        )
+        return text_table(rows, header, left=[0, 1], total=True)

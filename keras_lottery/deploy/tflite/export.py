@@ -16,6 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_lottery._internal.io import atomic_write_bytes
 from keras_lottery.deploy.tflite.convert import convert
 from keras_lottery.deploy.tflite.flatbuffer import keras_weight_shapes
 from keras_lottery.deploy.tflite.inputs import (
@@ -26,7 +27,7 @@ from keras_lottery.deploy.tflite.inputs import (
     sample_inputs,
 )
 from keras_lottery.deploy.tflite.interpreter import analyse
-from keras_lottery.deploy.tflite.paths import check_path, write_atomically
+from keras_lottery.deploy.tflite.paths import check_path
 from keras_lottery.deploy.tflite.report import (
     ExportError,
     ExportReport,
@@ -138,7 +139,7 @@ def export_tflite(
         )
     tensors, versions, placement, xnn_error = _final_check(
         content, shapes, quantize, sparse, notes)
-    write_atomically(path, content)
+    atomic_write_bytes(path, content)
     return ExportReport(
         path=path, file_bytes=len(content), dense_bytes=len(dense),
         quantize=quantize, sparse=used_sparse, tensors=tensors,

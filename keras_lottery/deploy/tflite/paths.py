@@ -1,10 +1,8 @@
-"""The `.tflite` path checks and the atomic write."""
+"""The `.tflite` path check."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 
 
 def check_path(path, *, must_exist: bool = False) -> str:
@@ -24,15 +22,3 @@ def check_path(path, *, must_exist: bool = False) -> str:
                          f"path={path!r}.")
     return path
 
-
-def write_atomically(path: str, content: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".tflite.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise

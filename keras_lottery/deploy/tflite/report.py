@@ -6,6 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
+from keras_lottery._internal.io import text_table
 from keras_lottery.errors import KerasLotteryError
 
 
@@ -165,17 +166,8 @@ class ExportReport:
              "-" if t.xnnpack is None else ("yes" if t.xnnpack else "no"))
             for t in self.tensors
         ]
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(8)]
-
-        def fmt(row):
-            return "  ".join(
-                c.rjust(w) if i in (5, 6) else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths))
-            ).rstrip()
-
-        lines = [f"TFLite model {self.path}", fmt(header),
-                 "  ".join("-" * w for w in widths)]
-        lines += [fmt(r) for r in rows]
+        lines = [f"TFLite model {self.path}",
+                 text_table(rows, header, left=[0, 1, 2, 3, 4, 7])]
         size = f"File: {self.file_bytes:,} bytes"
         if self.dense_bytes:
             size += (f"; dense export: {self.dense_bytes:,} bytes "
