@@ -2,8 +2,8 @@
 
 The lookups every other module uses (`walk`, `iter_wrappers`, `wrappers`,
 `iter_weight_keys`, `output_layer_keys`), the one naming rule of layers
-(`names_of`: own name, and key) with `wrap`'s selector resolver
-(`resolve_selectors`, `matches`), and `check_model`.
+(`names_of`: own name, and key; `selects`: by name or by class) with
+`wrap`'s selector resolver (`resolve_selectors`, `matches`), and `check_model`.
 """
 
 from __future__ import annotations
@@ -191,28 +191,71 @@ def names_of(key: str, layer) -> set[str]:
     return {key, key.rsplit("/", 1)[-1], inner.name, f"prunable_{inner.name}"}
 
 
-def _names_in(model) -> dict[str, keras.layers.Layer]:
-    found = {}
+def selects(selector, key: str, layer) -> str | None:
+    """How `selector` picks `layer` at `key`: by `"name"`, by `"type"`, or not.
+
+    The one selection rule of keras_lottery, used by `wrap(include=,
+    exclude=)`, `prune(rates=, groups=)`, `Group` and `set_masks` keys: a
+    string selects by name (any of `names_of`) or else by class name (the
+    layer's class or a base class, as the class itself would); a class
+    selects its instances and those of its subclasses. `layer` is a layer
+    or its wrapper (the wrapped layer is what is matched).
+
+    Example:
+
+    >>> import keras
+    >>> from keras_lottery.core.model import selects
+    >>> fc = keras.layers.Dense(2, name="fc")
+    >>> selects("fc", "fc", fc), selects("Dense", "fc", fc)
+    ('name', 'type')
+    >>> selects(keras.layers.Conv2D, "fc", fc) is None
+    True
+    """
+    inner = layer.layer if isinstance(layer, PrunableWrapper) else layer
+    if isinstance(selector, str):
+        if selector in names_of(key, inner):
+            return "name"
+        mro = type(inner).__mro__
+        return "type" if any(c.__name__ == selector for c in mro) else None
+    if isinstance(selector, type):
+        return "type" if isinstance(inner, selector) else None
+    return None
+
+
+def selected_layers(model, selector) -> list:
+    """The layers inside `model` (unwrapped) that `selector` selects."""
+    found = []
     for key, layer in walk(model):
         inner = layer.layer if isinstance(layer, PrunableWrapper) else layer
-        for name in sorted(names_of(key, layer)):
-            found.setdefault(name, inner)
+        if selects(selector, key, layer) and inner not in found:
+            found.append(inner)
     return found
 
 
 def resolve_selectors(model, selectors, argument) -> tuple[list, list]:
+    """Checks `wrap`'s `include`/`exclude`: `(strings, classes)`.
+
+    Raises:
+        TypeError: For a selector that is neither a string nor a layer
+            class.
+        ValueError: For a string that names no layer and no layer class
+            in `model`.
+    """
     if selectors is None:
         return [], []
     if isinstance(selectors, (str, type)):
         selectors = [selectors]
     names, types = [], []
-    available = _names_in(model)
     for item in selectors:
         if isinstance(item, str):
-            if item not in available:
+            if not selected_layers(model, item):
+                available = sorted(
+                    {n for key, layer in walk(model) for n in names_of(key, layer)}
+                )
                 raise ValueError(
                     f"`{argument}` names a layer '{item}' that is not in "
-                    f"model '{model.name}'. Layers: {sorted(available)}."
+                    f"model '{model.name}' (neither a layer name nor a layer "
+                    f"class name). Layers: {available}."
                 )
             names.append(item)
         elif isinstance(item, type) and issubclass(item, keras.layers.Layer):
@@ -226,7 +269,5 @@ def resolve_selectors(model, selectors, argument) -> tuple[list, list]:
 
 
 def matches(layer, key, names, types) -> bool:
-    """Whether `layer` at `key` is one of `names` or an instance of `types`."""
-    return bool(names_of(key, layer) & set(names)) or isinstance(
-        layer, tuple(types)
-    )
+    """Whether any of `names` or `types` selects `layer` at `key`."""
+    return any(selects(s, key, layer) for s in (*names, *types))

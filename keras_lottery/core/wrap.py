@@ -12,11 +12,11 @@ from keras_lottery.core import registry
 from keras_lottery.core.copy import _clone, _clone_layer_with_weights, _copy_attached
 from keras_lottery.core.model import (
     LayerSelector,
-    _names_in,
     check_model,
     is_rebuildable,
     matches,
     resolve_selectors,
+    selected_layers,
     walk,
 )
 from keras_lottery.core.rewind import capture_init
@@ -26,18 +26,18 @@ from keras_lottery.core.wrapper import PrunableWrapper
 
 
 def _check_include(model, include, names, types) -> None:
-    available = _names_in(model)
     for name in names:
-        layer = available[name]
-        if not registry.is_prunable_type(layer) and not _has_prunable_inside(
-            layer
-        ):
+        layers = selected_layers(model, name)
+        if not any(registry.is_prunable_type(layer) or _has_prunable_inside(layer)
+                   for layer in layers):
+            kinds = sorted({type(layer).__name__ for layer in layers})
             raise ValueError(
-                f"`include` names layer '{name}' of type "
-                f"{type(layer).__name__}, which has no prunable weights. "
+                f"`include` names '{name}', which selects layers of type "
+                f"{', '.join(kinds)} with no prunable weights. "
                 "Remove it from `include`, or declare its weights with "
                 "keras_lottery.register_prunable."
             )
+    available = [layer for _, layer in walk(model)]
     for cls in types:
         if not registry.is_prunable_class(cls) and not issubclass(
             cls, PrunableWrapper
@@ -48,7 +48,7 @@ def _check_include(model, include, names, types) -> None:
                 "weights with keras_lottery.register_prunable. "
                 f"Received: include={include!r}"
             )
-        layers = available.values()
+        layers = available
         if not any(isinstance(layer, cls) for layer in layers):
             present = sorted({type(layer).__name__ for layer in layers})
             raise ValueError(

@@ -1,20 +1,19 @@
 """Naming wrapped layers: the one resolver of layer selectors.
 
 Every pruning function that takes a layer (`prune(rates=..., groups=...)`,
-`Group`, `set_masks` keys) resolves it here, with the naming rule of
-`keras_lottery.core.model.names_of` that `wrap(include=...)` uses too: the
+`Group`, `set_masks` keys) resolves it here, with the selection rule
+`keras_lottery.core.model.selects` that `wrap(include=...)` uses too: the
 wrapped layer's own name (`"fc"`, which its wrapper shares), and its
 key (`"encoder/fc"`, the name prefixed by the models and composite layers
-that contain it). A layer class selects its
-instances and those of its subclasses; a class name (`"Dense"`) selects
-instances of exactly that class.
+that contain it). A layer class selects its instances and those of its
+subclasses; a class name (`"Dense"`) selects what the class would.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from keras_lottery.core.model import names_of
+from keras_lottery.core.model import selects
 from keras_lottery.core.wrapper import PrunableWrapper
 
 LayerSelector = str | type
@@ -53,13 +52,10 @@ def resolve_layers(
     >>> resolve_layers(wrappers(model), keras.layers.Layer, argument="rates")
     ([], ['fc', 'out'])
     """
-    if isinstance(selector, str):
-        named = [key for key, w in found.items() if selector in names_of(key, w)]
-        typed = [key for key, w in found.items()
-                 if key not in named and type(w.layer).__name__ == selector]
-    elif isinstance(selector, type):
-        named = []
-        typed = [key for key, w in found.items() if isinstance(w.layer, selector)]
+    if isinstance(selector, (str, type)):
+        how = {key: selects(selector, key, w) for key, w in found.items()}
+        named = [key for key, by in how.items() if by == "name"]
+        typed = [key for key, by in how.items() if by == "type"]
     else:
         raise TypeError(
             f"`{argument}` names layers by name (the layer's own or its key) "

@@ -244,6 +244,8 @@ def _model_with_names():
         ({"exclude": ["out"]}, ["conv", "hidden"]),
         ({"exclude": keras.layers.Dense}, ["conv"]),
         ({"include": [keras.layers.Dense], "exclude": ["hidden"]}, ["out"]),
+        ({"include": "Conv2D"}, ["conv"]),
+        ({"exclude": ["Dense"]}, ["conv"]),
     ],
     ids=[
         "all",
@@ -253,6 +255,8 @@ def _model_with_names():
         "exclude-name",
         "exclude-class",
         "include-class-exclude-name",
+        "include-class-name",
+        "exclude-class-name",
     ],
 )
 def test_include_and_exclude(kwargs, expected):
@@ -414,7 +418,8 @@ def test_unknown_layer_name_is_an_error(argument):
 
 
 @pytest.mark.parametrize(
-    "include", [["drop"], [keras.layers.Dropout]], ids=["name", "class"]
+    "include", [["drop"], [keras.layers.Dropout], ["Dropout"]],
+    ids=["name", "class", "class-name"]
 )
 def test_include_of_layer_without_prunable_weights_is_an_error(include):
     with pytest.raises(ValueError, match=r"`include`.*Dropout.*no prunable weights"):
