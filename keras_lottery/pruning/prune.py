@@ -154,6 +154,66 @@ def _row(key, pool, rate, sparsity, before_mask, after_mask, threshold):
     )
 
 
+def _plan(model, rate, sparsity, *, scope="layer", output_rate=None,
+          rates=None, groups=None, criterion="magnitude", granularity="weight",
+          block_shape=None, norm=None, min_remaining=1, seed=None):
+    """The masks one prune step would set, without setting them: the
+    entries, the masks before and after, the pools and thresholds."""
+    units = get_granularity(granularity, block_shape=block_shape, norm=norm)
+    min_remaining = check_min_remaining(min_remaining)
+    entries = list(iter_weight_keys(require_wrappers(model)))
+    assignment, _ = resolve_pools(
+        model, entries, rate, scope, output_rate, rates, groups,
+        separate_outputs=sparsity is None,
+    )
+    masks = {key: wrapper.get_mask(name) for key, wrapper, name in entries}
+    scores = score_weights(entries, masks, criterion, seed)
+    pools: dict[str, list[str]] = {}
+    for key, _, _ in entries:
+        pools.setdefault(assignment[key][0], []).append(key)
+    new_masks: dict[str, np.ndarray] = {}
+    thresholds: dict[str, float | None] = {}
+    for keys in pools.values():
+        pool_masks, threshold = _prune_pool(
+            keys, scores, masks, units, min_remaining,
+            assignment[keys[0]][1], sparsity,
+        )
+        new_masks.update(pool_masks)
+        thresholds.update(dict.fromkeys(keys, threshold))
+    return entries, masks, new_masks, assignment, thresholds
+
+
+def planned_masks(
+    model: keras.Model,
+    rate: float = 0.2,
+    *,
+    sparsity: float | None = None,
+    **prune_options,
+) -> dict[str, np.ndarray]:
+    """The masks `prune(model, rate, **prune_options)` would set now,
+    keyed `"layer/weight"`, leaving the model's masks and weights as they
+    are (`EarlyBird` compares them from epoch to epoch).
+
+    Example:
+
+    >>> import keras, keras_lottery as kl
+    >>> from keras_lottery.pruning.prune import planned_masks
+    >>> model = kl.wrap(keras.Sequential([keras.Input((10,)),
+    ...     keras.layers.Dense(10, name="fc"), keras.layers.Dense(2)]))
+    >>> int(planned_masks(model, 0.5)["fc/kernel"].sum())
+    50
+    >>> int(kl.get_masks(model)["fc/kernel"].sum())
+    100
+    """
+    rate = check_rate(rate, "rate")
+    if sparsity is not None:
+        sparsity = check_sparsity(sparsity)
+    options = check_prune_options(
+        prune_options, where="planned_masks", sparsity=sparsity is not None
+    )
+    return _plan(model, rate, sparsity, **options)[2]
+
+
 def prune(
     model: keras.Model,
     rate: float = 0.2,
@@ -283,27 +343,12 @@ def prune(
              seed=seed),
         where="prune", sparsity=sparsity is not None,
     )
-    units = get_granularity(granularity, block_shape=block_shape, norm=norm)
-    min_remaining = check_min_remaining(min_remaining)
-    entries = list(iter_weight_keys(require_wrappers(model)))
-    assignment, _ = resolve_pools(
-        model, entries, rate, scope, output_rate, rates, groups,
-        separate_outputs=sparsity is None,
+    entries, masks, new_masks, assignment, thresholds = _plan(
+        model, rate, sparsity, scope=scope, output_rate=output_rate,
+        rates=rates, groups=groups, criterion=criterion,
+        granularity=granularity, block_shape=block_shape, norm=norm,
+        min_remaining=min_remaining, seed=seed,
     )
-    masks = {key: wrapper.get_mask(name) for key, wrapper, name in entries}
-    scores = score_weights(entries, masks, criterion, seed)
-    pools: dict[str, list[str]] = {}
-    for key, _, _ in entries:
-        pools.setdefault(assignment[key][0], []).append(key)
-    new_masks: dict[str, np.ndarray] = {}
-    thresholds: dict[str, float | None] = {}
-    for keys in pools.values():
-        pool_masks, threshold = _prune_pool(
-            keys, scores, masks, units, min_remaining,
-            assignment[keys[0]][1], sparsity,
-        )
-        new_masks.update(pool_masks)
-        thresholds.update(dict.fromkeys(keys, threshold))
     rows = []
     for key, wrapper, name in entries:
         # Masks built here are 0/1 of the right shape by construction.
