@@ -16,6 +16,8 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from keras_lottery.pruning.granularity import get_granularity
 from keras_lottery.pruning.report import Group
 from keras_lottery.pruning.scores import check_criterion
@@ -33,6 +35,7 @@ PRUNE_OPTIONS = (
     "norm",
     "min_remaining",
     "seed",
+    "prune_highest",
 )
 SCOPES = ("layer", "global")
 
@@ -117,6 +120,24 @@ def _check_seed(seed):
     )
 
 
+def check_prune_highest(value) -> bool:
+    """`prune_highest` as a bool; a clear error for anything else.
+
+    Example:
+
+    >>> from keras_lottery.pruning.options import check_prune_highest
+    >>> check_prune_highest(True)
+    True
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(
+        "`prune_highest` is True to prune the highest-scored weights (the "
+        "inverted-scores ablation of Frankle et al. 2021) or False (the "
+        f"default). Received: prune_highest={value!r}"
+    )
+
+
 def _check_rates(rates):
     if rates is None:
         return None
@@ -186,7 +207,8 @@ def check_prune_options(
             rate-only options (`output_rate`, `rates`) mean nothing.
 
     Raises:
-        TypeError: For an unknown name, or a value of the wrong type.
+        TypeError: For an unknown name, or a value of the wrong type
+            (a `prune_highest` that is not a bool).
         ValueError: For a value out of range: a rate outside [0, 1), an
             unknown scope, criterion or granularity, a bad block shape,
             norm, `min_remaining` or seed; or a rate-only option where a
@@ -233,4 +255,6 @@ def check_prune_options(
     if "min_remaining" in options:
         check_min_remaining(options["min_remaining"])
     _check_seed(options.get("seed"))
+    if "prune_highest" in options:
+        check_prune_highest(options["prune_highest"])
     return options

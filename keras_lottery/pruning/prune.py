@@ -24,7 +24,7 @@ prunable weights keep at least `COLLAPSE_RATIO` (10) times that fraction.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -33,13 +33,21 @@ from keras_lottery.core.model import iter_weight_keys, require_wrappers
 from keras_lottery.pruning.granularity import Granularity, get_granularity
 from keras_lottery.pruning.options import (
     check_min_remaining,
+    check_prune_highest,
     check_prune_options,
     check_rate,
     check_sparsity,
 )
 from keras_lottery.pruning.pools import keep_count, protected, resolve_pools, select
 from keras_lottery.pruning.report import Group, PrunedWeight, PruneReport, pruned_count
-from keras_lottery.pruning.scores import Criterion, criterion_name, score_weights
+from keras_lottery.pruning.scores import (
+    Criterion,
+    Steered,
+    criterion_name,
+    get_criterion,
+    scheduled,
+    score_weights,
+)
 
 # A pruned tensor keeping under COLLAPSE_FRACTION of its weights, while the
 # rest of the model keeps COLLAPSE_RATIO times that fraction or more, has
@@ -156,7 +164,8 @@ def _row(key, pool, rate, sparsity, before_mask, after_mask, threshold):
 
 def _plan(model, rate, sparsity, *, scope="layer", output_rate=None,
           rates=None, groups=None, criterion="magnitude", granularity="weight",
-          block_shape=None, norm=None, min_remaining=1, seed=None):
+          block_shape=None, norm=None, min_remaining=1, seed=None,
+          prune_highest=False):
     """The masks one prune step would set, without setting them: the
     entries, the masks before and after, the pools and thresholds."""
     units = get_granularity(granularity, block_shape=block_shape, norm=norm)
@@ -167,19 +176,26 @@ def _plan(model, rate, sparsity, *, scope="layer", output_rate=None,
         separate_outputs=sparsity is None,
     )
     masks = {key: wrapper.get_mask(name) for key, wrapper, name in entries}
-    scores = score_weights(entries, masks, criterion, seed)
     pools: dict[str, list[str]] = {}
     for key, _, _ in entries:
         pools.setdefault(assignment[key][0], []).append(key)
-    new_masks: dict[str, np.ndarray] = {}
-    thresholds: dict[str, float | None] = {}
-    for keys in pools.values():
-        pool_masks, threshold = _prune_pool(
-            keys, scores, masks, units, min_remaining,
-            assignment[keys[0]][1], sparsity,
-        )
-        new_masks.update(pool_masks)
-        thresholds.update(dict.fromkeys(keys, threshold))
+    criterion = get_criterion(criterion)
+    invert = check_prune_highest(prune_highest)
+    new_masks: dict[str, np.ndarray] = masks
+    for step in range(1, criterion.rounds + 1):  # SynFlow: several rounds
+        scores = score_weights(entries, new_masks, criterion, seed, model)
+        fraction = step / criterion.rounds
+        ranked = units if not invert and step == 1 else Steered(
+            units, invert, None if step == 1 else new_masks)
+        new_masks, thresholds = {}, {}
+        for keys in pools.values():
+            pool_masks, threshold = _prune_pool(
+                keys, scores, masks, ranked, min_remaining,
+                scheduled(assignment[keys[0]][1], fraction),
+                scheduled(sparsity, fraction),
+            )
+            new_masks.update(pool_masks)
+            thresholds.update(dict.fromkeys(keys, threshold))
     return entries, masks, new_masks, assignment, thresholds
 
 
@@ -222,12 +238,13 @@ def prune(
     output_rate: float | None = None,
     rates: Mapping[str | type, float] | None = None,
     groups: Sequence[Sequence[str | type] | Group] | None = None,
-    criterion: Criterion = "magnitude",
+    criterion: str | Criterion | Callable = "magnitude",
     granularity: str | Granularity = "weight",
     block_shape: Sequence[int] | None = None,
     norm: str | None = None,
     min_remaining: int | float = 1,
     seed: int | None = None,
+    prune_highest: bool = False,
     sparsity: float | None = None,
 ) -> PruneReport:
     """Prunes a fraction of the remaining weights by score; one IMP step.
@@ -279,11 +296,14 @@ def prune(
             `Group(layers, rate)`, pruned collectively. A layer may be in
             one group only.
         criterion: `"magnitude"` (|w|), `"random"` (same counts, random
-            positions: the random-pruning control), or a callable
-            `fn(weight: np.ndarray, name: str) -> scores` of the weight's
-            shape, where a higher score means keep. `weight` is the
-            effective weight (pruned entries are 0); pruned entries are
-            never candidates, whatever their score.
+            positions: the random-pruning control), `"synflow"`, a
+            `keras_lottery.Criterion` (`kl.SNIP(data=(x, y))`,
+            `kl.GraSP(...)`, `kl.SynFlow(rounds=...)` or one's own), or a
+            callable `fn(weight: np.ndarray, name: str) -> scores` of the
+            weight's shape, where a higher score means keep. `weight` is
+            the effective weight (pruned entries are 0); pruned entries
+            are never candidates, whatever their score. An iterative
+            criterion (SynFlow) scores and selects `rounds` times.
         granularity: `"weight"` (unstructured), `"block"`, `"channel"`,
             `"N:M"` (e.g. `"2:4"`), or a
             `keras_lottery.pruning.granularity.Granularity` grouping
@@ -302,6 +322,9 @@ def prune(
             never revives units, so a tensor already below it just loses
             none.
         seed: Seed of the `"random"` criterion.
+        prune_highest: Prune the highest-scored units instead of the
+            lowest (the inverted-scores ablation of Frankle et al. 2021);
+            `min_remaining` then keeps the lowest-scored.
         sparsity: Instead of a rate, prune every pool up to this fraction
             of zeros (in units), as tfmot's schedules do: the output layers
             are then pooled like the others, and `rate`, `output_rate` and
@@ -340,14 +363,14 @@ def prune(
         dict(scope=scope, output_rate=output_rate, rates=rates, groups=groups,
              criterion=criterion, granularity=granularity,
              block_shape=block_shape, norm=norm, min_remaining=min_remaining,
-             seed=seed),
+             seed=seed, prune_highest=prune_highest),
         where="prune", sparsity=sparsity is not None,
     )
     entries, masks, new_masks, assignment, thresholds = _plan(
         model, rate, sparsity, scope=scope, output_rate=output_rate,
         rates=rates, groups=groups, criterion=criterion,
         granularity=granularity, block_shape=block_shape, norm=norm,
-        min_remaining=min_remaining, seed=seed,
+        min_remaining=min_remaining, seed=seed, prune_highest=prune_highest,
     )
     rows = []
     for key, wrapper, name in entries:

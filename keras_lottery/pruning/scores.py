@@ -1,72 +1,225 @@
-"""Pruning criteria: how each weight is scored (a higher score means keep).
+"""Pruning criteria: how the weights are scored (a higher score means keep).
 
-A named criterion is one function `fn(weight, rng) -> scores` of the
-weight's shape and one registration, as in jaxpruner:
+The rule is kept apart from the mechanics, as in jaxpruner (an algorithm
+overrides `calculate_scores`) and `torch.nn.utils.prune` (a method
+overrides `compute_mask`): a criterion is a small `Criterion` object with
+one scoring method, `score(weights, context)`, registered by name with
+`register_criterion`; `prune` then pools, counts, cuts into units and
+selects the same way for every criterion. `criterion=` takes a registered
+name (`"magnitude"`, `"random"`, `"snip"`, `"grasp"`, `"synflow"`), a
+`Criterion` (for those that need data: `kl.SNIP(data=(x, y))`), or a
+callable `fn(weight, name) -> scores` of the user's own. A plain function
+`fn(weight, rng) -> scores` registered by name still works.
 
-    @register_criterion("magnitude")
-    def magnitude(weight, rng):
-        return np.abs(weight)
-
-`prune(criterion=...)` also takes a callable `fn(weight, name) -> scores`
-of the user's own. All the arithmetic runs in NumPy on host copies of the
-weights, so the same weights and seed give the same scores on TensorFlow,
-JAX and PyTorch.
+The data-driven criteria (SNIP, GraSP, SynFlow) live in
+`keras_lottery.pruning.criteria`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-Criterion = str | Callable[[np.ndarray, str], np.ndarray]
+from keras_lottery.pruning.granularity import Granularity
+
 ScoreFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
-# Criterion name -> fn(weight, rng) -> scores. Filled by register_criterion.
-CRITERIA: dict[str, ScoreFn] = {}
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """What a criterion may look at besides the weights.
+
+    Attributes:
+        model: The wrapped model being pruned.
+        variables: Each prunable weight's raw variable, by `"layer/weight"`
+            key (gradient-based criteria differentiate with respect to
+            these; they hold exactly 0.0 where the model's masks prune).
+        masks: The masks the scores are for, by key (0/1 arrays). An
+            iterative criterion (SynFlow) sees masks sparser than the
+            model's: those of its previous scoring rounds.
+        rng: A NumPy generator seeded by `prune(seed=...)`.
+    """
+
+    model: keras.Model | None
+    variables: Mapping[str, keras.Variable]
+    masks: Mapping[str, np.ndarray]
+    rng: np.random.Generator
 
 
-def register_criterion(name: str) -> Callable[[ScoreFn], ScoreFn]:
-    """Registers `fn(weight, rng) -> scores` as `prune(criterion=name)`.
+class Criterion:
+    """A pruning criterion: one scoring method. Subclass to add your own.
 
-    `weight` is the stored weight (its pruned entries are never
-    candidates, whatever their score); `rng` is the step's
-    `np.random.Generator`, seeded by `prune(seed=...)`.
+    `score(weights, context)` gets every prunable weight (NumPy, masked:
+    pruned entries are 0) by `"layer/weight"` key and returns one score
+    array per key, of the weight's shape; a higher score means keep. The
+    pools, exact counts, scopes, output-layer rule and granularities are
+    `prune`'s, the same for every criterion, and a pruned weight is never
+    a candidate, whatever its score.
 
-    Example:
+    `rounds > 1` makes a criterion iterative (SynFlow): `prune` then
+    scores and selects `rounds` times, each round keeping an exponentially
+    smaller fraction (`keep ** (i / rounds)` of what the call starts with,
+    `keep` its final fraction), with the masks of the previous round in
+    `context.masks`; the last round gives exactly `prune`'s counts.
 
-    >>> import numpy as np
-    >>> from keras_lottery.pruning.scores import CRITERIA, register_criterion
+    Example: a criterion of one's own, by name everywhere.
+
+    >>> import keras, numpy as np, keras_lottery as kl
+    >>> from keras_lottery.pruning.scores import Criterion, register_criterion
     >>> @register_criterion("square")
-    ... def square(weight, rng):
-    ...     return np.square(weight)
-    >>> CRITERIA["square"](np.array([-2.0, 1.0]), None).tolist()
-    [4.0, 1.0]
+    ... class Square(Criterion):
+    ...     def score(self, weights, context):
+    ...         return {key: np.square(w) for key, w in weights.items()}
+    >>> model = kl.wrap(keras.Sequential([keras.Input((4,)),
+    ...                                   keras.layers.Dense(2)]))
+    >>> kl.prune(model, 0.5, output_rate=0.5, criterion="square").criterion
+    'square'
+    >>> from keras_lottery.pruning.scores import CRITERIA
     >>> del CRITERIA["square"]
     """
 
-    def add(fn: ScoreFn) -> ScoreFn:
-        CRITERIA[name] = fn
-        return fn
+    name: str = "custom"
+    rounds: int = 1
+
+    def score(
+        self, weights: Mapping[str, np.ndarray], context: ScoreContext
+    ) -> Mapping[str, np.ndarray]:
+        """Scores by key, each of its weight's shape; higher means keep."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement score(weights, context)."
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+# Criterion name -> a Criterion subclass (built with no arguments).
+CRITERIA: dict[str, type[Criterion]] = {}
+
+
+class _WeightFunction(Criterion):
+    """A function of one weight, `fn(weight, rng)` or `fn(weight, name)`."""
+
+    def __init__(self, fn: Callable, name: str, by_name: bool):
+        self.fn, self.name, self.by_name = fn, name, by_name
+
+    def score(self, weights, context):
+        return {
+            key: self.fn(w, key if self.by_name else context.rng)
+            for key, w in weights.items()
+        }
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def register_criterion(name: str) -> Callable:
+    """Registers a criterion as `criterion=name` for every prune option user.
+
+    Decorates a `Criterion` subclass (built with no arguments when named),
+    or a plain function `fn(weight, rng) -> scores` of one weight, where
+    `rng` is the step's `np.random.Generator`, seeded by `prune(seed=...)`.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_lottery as kl
+    >>> from keras_lottery.pruning.scores import register_criterion
+    >>> @register_criterion("inverse")
+    ... def inverse(weight, rng):
+    ...     return -np.abs(weight)
+    >>> model = kl.wrap(keras.Sequential([keras.Input((4,)),
+    ...                                   keras.layers.Dense(2)]))
+    >>> _ = model.layers[0].layer.kernel.assign(np.arange(8.0).reshape(4, 2))
+    >>> _ = kl.prune(model, 0.5, output_rate=0.5, criterion="inverse")
+    >>> kl.get_masks(model)["dense/kernel"][:, 0].tolist()  # large ones go
+    [1.0, 1.0, 0.0, 0.0]
+    >>> from keras_lottery.pruning.scores import CRITERIA
+    >>> del CRITERIA["inverse"]
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(
+            f"A criterion is registered under a non-empty name. Received: "
+            f"name={name!r}"
+        )
+
+    def add(target):
+        if isinstance(target, type) and issubclass(target, Criterion):
+            target.name = name
+            CRITERIA[name] = target
+        elif callable(target):
+            CRITERIA[name] = lambda: _WeightFunction(target, name, by_name=False)
+        else:
+            raise TypeError(
+                "register_criterion decorates a Criterion subclass or a "
+                f"function fn(weight, rng). Received: {target!r}"
+            )
+        return target
 
     return add
 
 
 @register_criterion("magnitude")
-def magnitude(weight: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """|w|: the lottery ticket criterion (Frankle & Carbin 2019)."""
-    return np.abs(weight)
+class Magnitude(Criterion):
+    """|w|: the lottery ticket criterion (Frankle & Carbin 2019).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_lottery.pruning.scores import Magnitude
+    >>> Magnitude().score({"fc/kernel": np.array([-2.0, 1.0])}, None)
+    {'fc/kernel': array([2., 1.])}
+    """
+
+    def score(self, weights, context):
+        return {key: np.abs(w) for key, w in weights.items()}
 
 
 @register_criterion("random")
-def random(weight: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+class Random(Criterion):
     """Random scores: the same counts at random positions (the control)."""
-    return rng.random(weight.shape)
+
+    def score(self, weights, context):
+        return {key: context.rng.random(w.shape) for key, w in weights.items()}
 
 
-def check_criterion(criterion) -> Criterion:
-    """Returns `criterion` if it is a registered name or a callable.
+def _builtin() -> None:
+    # The data-driven criteria register themselves when first imported.
+    import keras_lottery.pruning.criteria  # noqa: F401
+
+
+def get_criterion(criterion) -> Criterion:
+    """The `Criterion` object `criterion=` names; a clear error otherwise.
+
+    Example:
+
+    >>> from keras_lottery.pruning.scores import get_criterion
+    >>> get_criterion("magnitude")
+    Magnitude()
+    """
+    if isinstance(criterion, Criterion):
+        return criterion
+    if isinstance(criterion, type) and issubclass(criterion, Criterion):
+        return criterion()
+    if isinstance(criterion, str):
+        _builtin()
+        if criterion in CRITERIA:
+            return CRITERIA[criterion]()
+    elif callable(criterion):
+        name = getattr(criterion, "__name__", "custom")
+        return _WeightFunction(criterion, name, by_name=True)
+    _builtin()
+    raise ValueError(
+        f"`criterion` must be one of {tuple(CRITERIA)}, a "
+        "keras_lottery.Criterion (e.g. kl.SNIP(data=(x, y))), or a callable "
+        f"fn(weight, name) -> scores. Received: criterion={criterion!r}"
+    )
+
+
+def check_criterion(criterion):
+    """Returns `criterion` if `get_criterion` accepts it.
 
     Example:
 
@@ -74,64 +227,123 @@ def check_criterion(criterion) -> Criterion:
     >>> check_criterion("magnitude")
     'magnitude'
     """
-    if callable(criterion) or (isinstance(criterion, str) and criterion in CRITERIA):
-        return criterion
-    raise ValueError(
-        f"`criterion` must be one of {tuple(CRITERIA)} or a callable "
-        f"fn(weight, name) -> scores. Received: criterion={criterion!r}"
-    )
+    get_criterion(criterion)
+    return criterion
 
 
-def criterion_name(criterion: Criterion) -> str:
+def criterion_name(criterion) -> str:
     """The name a `PruneReport` records for `criterion`."""
-    if isinstance(criterion, str):
-        return criterion
-    return getattr(criterion, "__name__", "custom")
+    return get_criterion(criterion).name
 
 
-def _custom_scores(criterion, raw, alive, key) -> np.ndarray:
-    weight = np.where(alive, raw, 0).astype(raw.dtype)
-    score = np.asarray(criterion(weight, key), dtype=np.float64)
-    if score.shape != weight.shape:
+def _checked(scores, weights, criterion) -> dict[str, np.ndarray]:
+    if not isinstance(scores, Mapping) or set(scores) != set(weights):
+        got = sorted(scores) if isinstance(scores, Mapping) else type(scores).__name__
         raise ValueError(
-            f"The criterion must return one score per weight: shape "
-            f"{weight.shape} for '{key}'. Received: shape {score.shape}."
+            f"Criterion {criterion!r} must return one score array per "
+            f"weight, keyed {sorted(weights)}. Received: {got}."
         )
-    if not np.all(np.isfinite(score)):
-        raise ValueError(
-            f"The criterion returned NaN or infinite scores for '{key}'."
-        )
-    return score
+    out = {}
+    for key, weight in weights.items():
+        score = np.asarray(scores[key], dtype=np.float64)
+        if score.shape != weight.shape:
+            raise ValueError(
+                f"The criterion must return one score per weight: shape "
+                f"{weight.shape} for '{key}'. Received: shape {score.shape}."
+            )
+        if not np.all(np.isfinite(score)):
+            raise ValueError(
+                f"The criterion returned NaN or infinite scores for '{key}'."
+            )
+        out[key] = score
+    return out
 
 
 def score_weights(
-    entries, masks: dict[str, np.ndarray], criterion: Criterion, seed: int | None
+    entries, masks: dict[str, np.ndarray], criterion, seed: int | None,
+    model: keras.Model | None = None,
 ) -> dict[str, np.ndarray]:
     """Scores every prunable weight; a higher score means keep.
 
     Args:
         entries: `(key, wrapper, weight name)` of every prunable weight.
-        masks: The current masks by key.
-        criterion: A registered name or a callable `fn(weight, name)`.
-        seed: Seed of the generator handed to registered criteria.
+        masks: The masks to score under, by key.
+        criterion: Anything `get_criterion` accepts.
+        seed: Seed of the generator handed to criteria.
+        model: The wrapped model, for criteria that run it.
 
     Raises:
-        ValueError: For NaN or infinite weights, or a callable's scores of
-            the wrong shape or not finite.
+        ValueError: For NaN or infinite weights, or scores of the wrong
+            keys or shapes, or not finite.
     """
-    rng = np.random.default_rng(seed)
-    scores = {}
+    criterion = get_criterion(criterion)
+    weights, variables = {}, {}
     for key, wrapper, name in entries:
-        raw = np.asarray(keras.ops.convert_to_numpy(wrapper.prunable_variable(name)))
+        variable = wrapper.prunable_variable(name)
+        raw = np.asarray(keras.ops.convert_to_numpy(variable))
         alive = masks[key] != 0
-        if not np.isfinite(raw).all() and not np.isfinite(raw[alive]).all():
+        if not np.isfinite(raw[alive]).all():
             raise ValueError(
                 f"Weight '{key}' holds NaN or infinite values, so magnitudes "
                 "are meaningless; refusing to prune. Check the training run "
                 "that produced them (learning rate, loss scaling)."
             )
-        if isinstance(criterion, str):
-            scores[key] = CRITERIA[criterion](raw, rng)
-        else:
-            scores[key] = _custom_scores(criterion, raw, alive, key)
-    return scores
+        weights[key] = np.where(alive, raw, 0).astype(raw.dtype)
+        variables[key] = variable
+    context = ScoreContext(model, variables, masks, np.random.default_rng(seed))
+    return _checked(criterion.score(weights, context), weights, criterion)
+
+
+
+# ----------------------------------------------- rounds and prune_highest
+def scheduled(value: float | None, fraction: float) -> float | None:
+    """A rate or sparsity at `fraction` of an exponential schedule.
+
+    The kept fraction goes from 1 to `1 - value` as `(1 - value) ** fraction`
+    (Tanaka et al. 2020's schedule for SynFlow); at `fraction == 1` the
+    value itself, so that the last round's counts are `prune`'s exactly.
+
+    Example:
+
+    >>> from keras_lottery.pruning.scores import scheduled
+    >>> round(scheduled(0.99, 0.5), 6), scheduled(0.99, 1.0)
+    (0.9, 0.99)
+    """
+    if value is None or fraction >= 1.0:
+        return value
+    return 1.0 - (1.0 - value) ** fraction
+
+
+class Steered(Granularity):
+    """A granularity's units, ranked for `prune_highest` and later rounds.
+
+    `prune_highest=True` negates the unit scores after the granularity
+    reduced them (a block's norm keeps its meaning), so the highest-scored
+    units go first and `min_remaining` keeps the lowest-scored. In round
+    `i > 1` of an iterative criterion, the units earlier rounds pruned rank
+    below every other (they are pruned again first, so no unit is ever
+    revived), and the masks of the round before bound the new ones.
+    """
+
+    name = "steered"
+
+    def __init__(self, units: Granularity, invert: bool, current=None):
+        self.units, self.invert, self.current = units, invert, current
+
+    def reduce(self, score, mask, key):
+        unit_scores, alive = self.units.reduce(score, mask, key)
+        if self.invert:
+            unit_scores = -unit_scores
+        if self.current is not None:
+            _, still = self.units.reduce(score, self.current[key], key)
+            gone = alive & ~still
+            if gone.any():
+                floor = unit_scores[alive & still].min(initial=0.0)
+                unit_scores = np.where(gone, floor - 1.0 - np.abs(floor), unit_scores)
+        return unit_scores, alive
+
+    def expand(self, alive, mask):
+        return self.units.expand(alive, mask)
+
+    def protect(self, score, mask, key):
+        return self.units.protect(-score if self.invert else score, mask, key)
