@@ -192,3 +192,43 @@ def shuffle_masks(model: keras.Model, seed: int | None = None) -> None:
     for _, wrapper, name in iter_weight_keys(require_wrappers(model)):
         mask = wrapper.get_mask(name)
         wrapper.set_mask(name, rng.permutation(mask.ravel()).reshape(mask.shape))
+
+
+def randomize_signs(model: keras.Model, seed: int | None = None) -> None:
+    """Gives every kept prunable weight a random sign, keeping magnitudes.
+
+    The sign ablation of pruning at initialization (Frankle et al. 2021,
+    beside `shuffle_masks`, `rewind(model, to="random")` and
+    `prune(..., prune_highest=True)`): each kept weight keeps `|w|` and
+    gets `+` or `-` with probability 1/2, independently; masks and pruned
+    weights (0.0) are unchanged, as are weights that are not prunable
+    (biases). It changes the current weights, not the rewind point: call
+    it after pruning (at init) or after `rewind`, then train; call
+    `keras_lottery.capture_init(model)` to make the new signs theta_0.
+
+    Args:
+        model: A model holding `PrunableWrapper` layers.
+        seed: Seed of the signs; the same seed gives the same signs.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_lottery as kl
+    >>> model = kl.wrap(keras.Sequential([keras.Input((10,)),
+    ...                                   keras.layers.Dense(10)]))
+    >>> _ = kl.prune(model, 0.5, output_rate=0.5)
+    >>> kernel = model.layers[0].layer.kernel
+    >>> before = keras.ops.convert_to_numpy(kernel)
+    >>> from keras_lottery.pruning.masks import randomize_signs
+    >>> randomize_signs(model, seed=0)
+    >>> after = keras.ops.convert_to_numpy(kernel)
+    >>> bool(np.allclose(np.abs(after), np.abs(before)))
+    True
+    >>> bool((np.sign(after) != np.sign(before)).any())
+    True
+    """
+    rng = np.random.default_rng(seed)
+    for _, wrapper, name in iter_weight_keys(require_wrappers(model)):
+        variable = wrapper.prunable_variable(name)
+        value = np.asarray(keras.ops.convert_to_numpy(variable))
+        signs = np.where(rng.random(value.shape) < 0.5, -1, 1).astype(value.dtype)
+        variable.assign(np.abs(value) * signs)
