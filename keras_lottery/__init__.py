@@ -68,6 +68,11 @@ _EXPORTS: dict[str, str] = {
     "merge_results": "keras_lottery.search.merge",
     "MergedResult": "keras_lottery.search.merge",
     "plot_overlap": "keras_lottery.search.plot",
+    "EarlyBird": "keras_lottery.search.early_bird",
+    "instability": "keras_lottery.search.instability",
+    "instability_sweep": "keras_lottery.search.instability",
+    "Instability": "keras_lottery.search.interpolation",
+    "InstabilitySweep": "keras_lottery.search.interpolation",
     # deploy: smaller and faster models
     "shrink": "keras_lottery.deploy.shrink",
     "ShrinkReport": "keras_lottery.deploy.shrink",
@@ -164,6 +169,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and the API docs
     from keras_lottery.pruning.overlap import MaskOverlap, mask_overlap
     from keras_lottery.pruning.prune import prune
     from keras_lottery.pruning.report import Group, PruneReport
+    from keras_lottery.search.early_bird import EarlyBird
+    from keras_lottery.search.instability import instability, instability_sweep
+    from keras_lottery.search.interpolation import Instability, InstabilitySweep
     from keras_lottery.search.lottery import SearchError, lottery_search
     from keras_lottery.search.merge import MergedResult, merge_results
     from keras_lottery.search.plot import plot_overlap

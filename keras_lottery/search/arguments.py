@@ -12,6 +12,7 @@ import keras
 from keras_lottery.core.model import iter_weight_keys, require_wrappers
 from keras_lottery.pruning.cycle import check_rewind_to
 from keras_lottery.pruning.options import check_prune_options
+from keras_lottery.search.early_bird import EarlyBird
 from keras_lottery.search.fit import callbacks_call, signature
 
 CONTROLS = ("reinit", "random_prune")
@@ -43,6 +44,33 @@ def check_call(model, fit_fn, eval_fn, rewind_to) -> str | int | None:
             "model.fit(..., callbacks=callbacks)."
         )
     return rewind_to
+
+
+def check_early_bird(early_bird, fit_fn, rate: float, options: Mapping) -> dict | None:
+    """`lottery_search`'s `early_bird`: None, True (an `EarlyBird` drawing
+    the search's own next mask: its rate and prune options), or an
+    `EarlyBird` (used as configured); returns the config of the callback
+    each round gets fresh, or None."""
+    if early_bird is None or early_bird is False:
+        return None
+    if early_bird is True:
+        config = EarlyBird(rate, **options).get_config()
+    elif isinstance(early_bird, EarlyBird):
+        config = early_bird.get_config()
+    else:
+        raise TypeError(
+            "`early_bird` must be None, True (stop each round once the mask "
+            "the round would draw settles) or a keras_lottery.EarlyBird. "
+            f"Received: early_bird={early_bird!r}"
+        )
+    if callbacks_call(fit_fn) is None:
+        raise ValueError(
+            "early_bird stops each round's training through a callback, but "
+            f"fit_fn{signature(fit_fn)} takes no callbacks. Declare "
+            "fit_fn(model, callbacks=None) and pass "
+            "model.fit(..., callbacks=callbacks)."
+        )
+    return config
 
 
 def check_controls(control, control_rounds) -> tuple[list[str], list[int] | None]:

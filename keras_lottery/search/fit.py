@@ -42,6 +42,8 @@ def callbacks_call(fit_fn) -> str | None:
         params = list(inspect.signature(fit_fn).parameters.values())
     except (TypeError, ValueError):
         return None
+    # A parameter named `seed` is never the callbacks (see `seed_call`).
+    params = [p for p in params if p.name != "seed"]
     if any(p.name == "callbacks" and p.kind != p.POSITIONAL_ONLY for p in params):
         return "keyword"
     positional = [
@@ -54,6 +56,25 @@ def callbacks_call(fit_fn) -> str | None:
     if any(p.kind == p.VAR_KEYWORD for p in params):
         return "keyword"
     return None
+
+
+def seed_call(fit_fn) -> bool:
+    """Whether `fit_fn` has a parameter named `seed`:
+    `keras_lottery.instability` then passes each copy's seed by keyword,
+    besides seeding Keras with it.
+
+    Example:
+
+    >>> from keras_lottery.search.fit import seed_call
+    >>> def fit(model, seed=0, callbacks=None): ...
+    >>> seed_call(fit), seed_call(lambda model: None)
+    (True, False)
+    """
+    try:
+        params = inspect.signature(fit_fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "seed" and p.kind != p.POSITIONAL_ONLY for p in params)
 
 
 def signature(fn) -> str:
@@ -120,6 +141,20 @@ def parse_fit_output(output, round: int, what: str) -> tuple[dict, int | None]:
     return metrics, None if early_stop is None else int(early_stop)
 
 
+def call_fit(fit_fn: Callable, model: keras.Model, callbacks: list,
+             seed: int | None = None):
+    """Calls `fit_fn` on `model`, handing over `callbacks` where it takes
+    them (`callbacks_call`) and `seed` where it is given and `fit_fn` has a
+    `seed` parameter (`seed_call`); returns what `fit_fn` returns."""
+    how = callbacks_call(fit_fn)
+    extra = {"seed": seed} if seed is not None and seed_call(fit_fn) else {}
+    if how == "keyword":
+        return fit_fn(model, callbacks=callbacks, **extra)
+    if how == "positional":
+        return fit_fn(model, callbacks, **extra)
+    return fit_fn(model, **extra)
+
+
 def train(
     fit_fn: Callable,
     model: keras.Model,
@@ -128,20 +163,16 @@ def train(
     what: str,
     callbacks: list,
     eval_fn: Callable | None = None,
+    seed: int | None = None,
 ) -> tuple[dict[str, float], int | None]:
     """Trains `model` with `fit_fn` (handing over `callbacks` where it takes
-    them), then evaluates it with `eval_fn`.
+    them, and `seed` where it is given and `fit_fn` takes it), then
+    evaluates it with `eval_fn`.
 
     Returns:
         The metrics (`eval_fn`'s prefixed `test_`) and the early-stop epoch.
     """
-    how = callbacks_call(fit_fn)
-    if how == "keyword":
-        output = fit_fn(model, callbacks=callbacks)
-    elif how == "positional":
-        output = fit_fn(model, callbacks)
-    else:
-        output = fit_fn(model)
+    output = call_fit(fit_fn, model, callbacks, seed)
     metrics, early = parse_fit_output(output, round, what)
     if eval_fn is not None:
         tested = eval_fn(model)
