@@ -9,6 +9,7 @@ rounds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_lottery._internal.lock import FolderLockedError
 from keras_lottery.core.copy import copy_model
 from keras_lottery.core.model import iter_weight_keys, require_wrappers
 from keras_lottery.core.rewind import get_rewind_point, rewind, set_rewind_point
@@ -24,6 +26,7 @@ from keras_lottery.errors import KerasLotteryError
 from keras_lottery.pruning.cycle import prune_and_rewind
 from keras_lottery.pruning.masks import shuffle_masks
 from keras_lottery.search import arguments
+from keras_lottery.search.checks import EvalFnError, checked_eval_fn, warn_non_finite
 from keras_lottery.search.directory import SearchDirectory
 from keras_lottery.search.fit import train
 from keras_lottery.search.rates import search_rate
@@ -79,7 +82,8 @@ class _Search:
     """One run of `lottery_search`: its state, and one method per step."""
 
     def __init__(self, model, fit_fn, eval_fn, args, options, store, verbose):
-        self.model, self.fit_fn, self.eval_fn = model, fit_fn, eval_fn
+        self.model, self.fit_fn = model, fit_fn
+        self.eval_fn = checked_eval_fn(eval_fn)
         self.args, self.options, self.store = args, options, store
         self.verbose = verbose
         self.found = require_wrappers(model)
@@ -104,10 +108,10 @@ class _Search:
         model; returns the round to run next."""
         if self.store is None or not self.store.start(self.args):
             return 0
-        finished = self.store.finished_rounds()
-        if not finished:
-            return 0
         self.records = self.store.read_records()
+        if not self.records:
+            return 0
+        finished = [record.round for record in self.records]
         weights = self.store.read_weights(finished[-1])
         shapes = [tuple(w.shape) for w in self.model.weights]
         if weights is None or [w.shape for w in weights] != shapes:
@@ -150,14 +154,31 @@ class _Search:
                          callbacks=[] if capture is None else [capture],
                          eval_fn=self.eval_fn)
         except Exception as error:
+            if isinstance(error, EvalFnError):
+                what, error = "eval_fn", error.__cause__ or error
             saved = (
                 f" Rounds 0-{r - 1} are saved in {self.store.path}; rerun to "
                 "resume." if self.store is not None and r > 0 else ""
             )
+            message = f"{type(error).__name__}: {error}".rstrip(".")
+            if isinstance(error, EvalFnError):
+                message = str(error).rstrip(".")
             raise SearchError(
-                f"lottery_search failed in round {r} ({what}): "
-                f"{type(error).__name__}: {error}.{saved}",
+                f"lottery_search failed in round {r} ({what}): {message}.{saved}",
                 r, self.result(),
+            ) from error
+
+    def save(self, r: int, write, *values) -> None:
+        """Writes to the directory; a full disk or a permission error is a
+        SearchError naming the round, with the finished rounds."""
+        try:
+            write(*values)
+        except OSError as error:
+            raise SearchError(
+                f"lottery_search could not save round {r} in "
+                f"{self.store.path}: {type(error).__name__}: {error}. Rounds "
+                f"before {r} are saved; free disk space (or fix the "
+                "permissions) and rerun to resume.", r, self.result(),
             ) from error
 
     def train_round_0(self):
@@ -175,7 +196,7 @@ class _Search:
         self.rewind_values = get_rewind_point(
             self.model, "checkpoint" if self.late else "init")
         if self.store is not None:
-            self.store.save_rewind(self.rewind_values)
+            self.save(0, self.store.save_rewind, self.rewind_values)
         return metrics, early
 
     def train_controls(self, r: int, record: RoundRecord, starts: dict) -> None:
@@ -218,10 +239,12 @@ class _Search:
         )
         self.train_controls(r, record, starts)
         record.seconds = time.perf_counter() - t0
-        self.records.append(record)
+        warn_non_finite(record)
         if self.store is not None:
-            self.store.save_round(record, self.model.get_weights(), masks)
-        else:
+            self.save(r, self.store.save_round, record, self.model.get_weights(),
+                      masks)
+        self.records.append(record)
+        if self.store is None:
             self.masks[r] = {k: v.astype(bool) for k, v in masks.items()}
             self.weights[r] = self.model.get_weights()
         self.done_here += 1
@@ -249,12 +272,18 @@ class _Search:
         )
 
     def run(self) -> SearchResult:
-        r = self.resume()
-        while not self.finished(r):
-            record = self.run_round(r)
-            if self.verbose:
-                self.report(record)
-            r += 1
+        with contextlib.ExitStack() as stack:
+            if self.store is not None:
+                try:  # one writer; a read-only folder fails before training
+                    stack.enter_context(self.store.lock())
+                except (FolderLockedError, OSError) as error:
+                    raise SearchError(str(error), 0, self.result()) from error
+            r = self.resume()
+            while not self.finished(r):
+                record = self.run_round(r)
+                if self.verbose:
+                    self.report(record)
+                r += 1
         return self.result()
 
 

@@ -360,21 +360,44 @@ class SearchResult:
 
     @classmethod
     def load(
-        cls, directory: str | os.PathLike, model: keras.Model | None = None
+        cls, directory: str | os.PathLike, model: keras.Model | None = None,
+        *, upto: int | None = None,
     ) -> SearchResult:
         """Reads the finished rounds of a search directory.
+
+        Every round is checked first (its record belongs to this search at
+        its position; its masks and weights match their checksums): a
+        damaged last round is left out with a warning, as unfinished; a
+        damaged or foreign earlier round is an error naming the file.
 
         Args:
             directory: A `lottery_search(..., directory=...)` directory.
             model: Optionally, a wrapped model of the same architecture, so
                 that `ticket()` and `best_model()` can build models.
+            upto: Read rounds 0 to `upto` only: the rounds before a damaged
+                one.
 
         Raises:
             FileNotFoundError: `directory` holds no search.
+            keras_lottery.search.directory.RoundDamagedError: (a ValueError) A
+                round before the last one is damaged, missing or belongs to
+                another search; the message names the file and the `upto`
+                that reads the rounds before it.
+
+        Example:
+
+        >>> import keras_lottery as kl
+        >>> result = kl.SearchResult.load("search", upto=1)  # doctest: +SKIP
         """
+        if upto is not None and (isinstance(upto, bool) or
+                                 not isinstance(upto, int) or upto < 0):
+            raise ValueError(
+                f"`upto` is the last round to read, an int >= 0. Received: "
+                f"upto={upto!r}.")
         store = SearchDirectory(directory)
         args = store.read_args()
-        return cls(store.read_records(), args, model=model, directory=store.path)
+        return cls(store.read_records(upto), args, model=model,
+                   directory=store.path)
 
     # --------------------------------------------------------------- plot
     def plot(
