@@ -15,212 +15,25 @@ rewound: the surviving weights keep training, which is the classic
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from collections.abc import Mapping
 
 import keras
 import numpy as np
 
-from keras_lottery.core.model import require_wrappers
-from keras_lottery.core.summary import summary
+from keras_lottery.core.model import iter_weight_keys, require_wrappers
+from keras_lottery.pruning.granularity import NMGranularity, get_granularity
+from keras_lottery.pruning.names import resolve_layers
 from keras_lottery.pruning.options import check_prune_options, check_sparsity
-from keras_lottery.pruning.prune import prune
+from keras_lottery.pruning.prune import collapse_warning, planned_masks, prune
 from keras_lottery.pruning.report import PruneReport
-
-
-# ---------------------------------------------------------------- checks
-def _check_step(value, what: str, *, allow_minus_one: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{what}` must be an int. Received: {what}={value!r}")
-    value = int(value)
-    if value < 0 and not (allow_minus_one and value == -1):
-        hint = " (or -1: never stop)" if allow_minus_one else ""
-        raise ValueError(
-            f"`{what}` is a training step and must be >= 0{hint}. "
-            f"Received: {what}={value}"
-        )
-    return value
-
-
-def _check_frequency(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-        value < 1
-    ):
-        raise ValueError(
-            "`frequency` is the number of steps between pruning steps, an int "
-            f">= 1. Received: frequency={value!r}"
-        )
-    return int(value)
-
-
-# ------------------------------------------------------------- schedules
-class PruningSchedule:
-    """Base class: when to prune, and to what sparsity.
-
-    A schedule is called with a training step (the number of training
-    batches run before it, counted from 0) and returns
-    `(should_prune, sparsity)`. Subclass it and implement `__call__` for a
-    schedule of your own.
-
-    Example: a step schedule, 50% sparse at step 100 and 80% at step 200.
-
-    >>> import keras_lottery as kl
-    >>> class Steps(kl.PruningSchedule):
-    ...     def __call__(self, step):
-    ...         targets = {100: 0.5, 200: 0.8}
-    ...         return step in targets, targets.get(step, 0.0)
-    >>> Steps()(100), Steps()(150)
-    ((True, 0.5), (False, 0.0))
-    """
-
-    def __call__(self, step: int) -> tuple[bool, float]:
-        raise NotImplementedError
-
-    def _in_range(self, step: int, begin: int, end: int, frequency: int) -> bool:
-        if step < begin or (end >= 0 and step > end):
-            return False
-        return (step - begin) % frequency == 0 or step == end
-
-
-class PolynomialDecay(PruningSchedule):
-    """Sparsity rising from `initial_sparsity` to `final_sparsity` (tfmot's).
-
-    The sparsity at step `t` (Zhu & Gupta 2017) is
-
-        s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_n - t_0)) ** power
-
-    with `t_0 = begin_step`, `t_n = end_step`, `s_i = initial_sparsity` and
-    `s_f = final_sparsity`; `s_t = s_i` before `begin_step` and `s_f` after
-    `end_step`. Pruning happens at `begin_step` and every `frequency` steps
-    after it, up to `end_step`. Unlike tfmot, `end_step` itself is always a
-    pruning step, so the model ends at exactly `final_sparsity` even when
-    `end_step - begin_step` is not a multiple of `frequency`.
-
-    Args:
-        initial_sparsity: Sparsity at `begin_step`, in [0, 1).
-        final_sparsity: Sparsity at and after `end_step`, in [0, 1).
-        begin_step: First pruning step (>= 0).
-        end_step: Last pruning step (> `begin_step`).
-        power: Exponent of the decay; 3 as in the paper and tfmot.
-        frequency: Steps between two pruning steps.
-
-    Example:
-
-    >>> from keras_lottery.pruning.gradual import PolynomialDecay
-    >>> schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10,
-    ...                            frequency=5)
-    >>> [(t, schedule(t)[0], round(schedule(t)[1], 3)) for t in (0, 5, 7, 10)]
-    [(0, True, 0.0), (5, True, 0.7), (7, False, 0.778), (10, True, 0.8)]
-    """
-
-    def __init__(
-        self,
-        initial_sparsity: float,
-        final_sparsity: float,
-        begin_step: int,
-        end_step: int,
-        power: float = 3,
-        frequency: int = 100,
-    ):
-        self.initial_sparsity = check_sparsity(initial_sparsity, "initial_sparsity")
-        self.final_sparsity = check_sparsity(final_sparsity, "final_sparsity")
-        self.begin_step = _check_step(begin_step, "begin_step")
-        self.end_step = _check_step(end_step, "end_step")
-        if self.end_step <= self.begin_step:
-            raise ValueError(
-                "`end_step` must come after `begin_step`. Received: "
-                f"begin_step={begin_step}, end_step={end_step}"
-            )
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or (
-            not power > 0
-        ):
-            raise ValueError(f"`power` must be a number > 0. Received: power={power!r}")
-        self.power = float(power)
-        self.frequency = _check_frequency(frequency)
-
-    def sparsity(self, step: int) -> float:
-        """The schedule's sparsity at `step`, whether or not it prunes then."""
-        span = self.end_step - self.begin_step
-        p = min(1.0, max(0.0, (step - self.begin_step) / span))
-        return self.final_sparsity + (
-            self.initial_sparsity - self.final_sparsity
-        ) * (1.0 - p) ** self.power
-
-    def __call__(self, step: int) -> tuple[bool, float]:
-        return (
-            self._in_range(step, self.begin_step, self.end_step, self.frequency),
-            self.sparsity(step),
-        )
-
-    def get_config(self) -> dict:
-        return {
-            "initial_sparsity": self.initial_sparsity,
-            "final_sparsity": self.final_sparsity,
-            "begin_step": self.begin_step,
-            "end_step": self.end_step,
-            "power": self.power,
-            "frequency": self.frequency,
-        }
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"PolynomialDecay({args})"
-
-
-class ConstantSparsity(PruningSchedule):
-    """One sparsity, applied from `begin_step` on (tfmot's `ConstantSparsity`).
-
-    Pruning happens at `begin_step` and every `frequency` steps after it,
-    up to `end_step` (-1: until training ends). Since a pruned weight stays
-    pruned, the steps after the first only act on weights that the first
-    left alive, so the sparsity stays at `target_sparsity`.
-
-    Args:
-        target_sparsity: The sparsity, in [0, 1).
-        begin_step: First pruning step (>= 0).
-        end_step: Last pruning step, or -1 for no end.
-        frequency: Steps between two pruning steps.
-
-    Example:
-
-    >>> from keras_lottery.pruning.gradual import ConstantSparsity
-    >>> schedule = ConstantSparsity(0.5, begin_step=2, frequency=4)
-    >>> [schedule(t)[0] for t in range(8)]
-    [False, False, True, False, False, False, True, False]
-    """
-
-    def __init__(
-        self,
-        target_sparsity: float,
-        begin_step: int,
-        end_step: int = -1,
-        frequency: int = 100,
-    ):
-        self.target_sparsity = check_sparsity(target_sparsity, "target_sparsity")
-        self.begin_step = _check_step(begin_step, "begin_step")
-        self.end_step = _check_step(end_step, "end_step", allow_minus_one=True)
-        if self.end_step != -1 and self.end_step < self.begin_step:
-            raise ValueError(
-                "`end_step` must be -1 or >= `begin_step`. Received: "
-                f"begin_step={begin_step}, end_step={end_step}"
-            )
-        self.frequency = _check_frequency(frequency)
-
-    def __call__(self, step: int) -> tuple[bool, float]:
-        return (
-            self._in_range(step, self.begin_step, self.end_step, self.frequency),
-            self.target_sparsity,
-        )
-
-    def get_config(self) -> dict:
-        return {
-            "target_sparsity": self.target_sparsity,
-            "begin_step": self.begin_step,
-            "end_step": self.end_step,
-            "frequency": self.frequency,
-        }
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"ConstantSparsity({args})"
+from keras_lottery.pruning.schedules import (
+    ConstantSparsity,
+    PolynomialDecay,
+    PruningSchedule,
+    _check_step,
+)
+from keras_lottery.pruning.summaries import EventWriter
 
 
 # ------------------------------------------------------------- one step
@@ -279,56 +92,132 @@ def prune_to_sparsity(
 # -------------------------------------------------------------- callback
 @dataclasses.dataclass(frozen=True)
 class PruningEvent:
-    """One pruning step of `GradualPruning`: the step and the sparsities."""
+    """One pruning step of `GradualPruning`.
+
+    Attributes:
+        step: The training step pruned before (see `GradualPruning`).
+        target: The schedules' target for the model as a whole: the
+            per-layer targets weighted by each weight tensor's size.
+        sparsity: The sparsity of all prunable weights reached.
+        layers: Sparsity of each prunable weight (`"layer/weight"` keys).
+        targets: The target of each weight pruned at this step.
+    """
 
     step: int
     target: float
     sparsity: float
+    layers: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    targets: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+
+def _check_schedule(value, what: str, *, allow_none: bool):
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, PruningSchedule):
+        raise TypeError(
+            f"`{what}` must be a keras_lottery PruningSchedule, e.g. "
+            "PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)"
+            + (" (or None: these layers stay dense)" if allow_none else "")
+            + f". Received: {what}={value!r}"
+        )
+    return value
+
+
+def _check_layer_schedules(layer_schedules) -> dict:
+    if layer_schedules is None:
+        return {}
+    if not isinstance(layer_schedules, Mapping):
+        raise TypeError(
+            "`layer_schedules` maps layer names or layer classes to a "
+            "PruningSchedule or None (left dense), e.g. {'Conv2D': "
+            "ConstantSparsity(0.5, 0), 'head': None}. Received: "
+            f"layer_schedules={layer_schedules!r}"
+        )
+    for selector, value in layer_schedules.items():
+        if not isinstance(selector, (str, type)):
+            raise TypeError(
+                "`layer_schedules` names layers by name or by class. "
+                f"Received: {selector!r} of type {type(selector).__name__}."
+            )
+        _check_schedule(value, f"layer_schedules[{selector!r}]", allow_none=True)
+    return dict(layer_schedules)
+
+
+def _sparsity(mask: np.ndarray) -> float:
+    return float(1.0 - np.count_nonzero(mask) / mask.size) if mask.size else 0.0
 
 
 class GradualPruning(keras.callbacks.Callback):
-    """Prunes a wrapped model during `fit`, following a sparsity schedule.
+    """Prunes a wrapped model during `fit`, following sparsity schedules.
 
-    The counterpart of tfmot's `prune_low_magnitude(model, pruning_schedule)`
-    plus its `UpdatePruningStep` callback. Before each training batch whose
-    step the schedule marks, the callback prunes the smallest-magnitude
-    weights of every `PrunableWrapper` until the schedule's sparsity is
-    reached (`prune_to_sparsity`). Pruned weights are masked, so they stay
-    exactly zero in the forward pass and get no gradient; nothing is
-    rewound.
+    The counterpart of tfmot's `prune_low_magnitude(model,
+    pruning_schedule=...)` with its `UpdatePruningStep` and
+    `PruningSummaries` callbacks. Before each training batch whose step a
+    schedule marks, the callback prunes the lowest-scored weights of the
+    layers that schedule covers until its sparsity is reached
+    (`prune_to_sparsity`). Pruned weights are masked: they stay exactly
+    zero and get no gradient; nothing is rewound. The output layers are
+    pruned like the others (the lottery search's half rate for them does
+    not apply here).
 
-    Steps count training batches from 0 across every `fit` this callback
-    instance is used in (reuse the instance, or pass `initial_step`, to
-    continue a schedule). With `steps_per_execution > 1` the callback runs
-    once per execution and applies the latest step due in it.
+    The step. By default the step of a batch is the optimizer's iteration
+    count (`model.optimizer.iterations`, as for Keras' learning-rate
+    schedules), plus `step_offset`. It is saved with the model: in the
+    `.keras` file of a compiled model, in `model.save_weights` checkpoints
+    and in `BackupAndRestore`'s backups, so a `fit` resumed from any of them
+    continues the schedule where it stopped. A new optimizer (a second
+    `compile`) starts again from 0: pass `initial_step` then. tfmot counts
+    batches from 1 (its first pruning step is `begin_step + frequency`):
+    `step_offset=1` gives tfmot's steps exactly.
 
-    It adds `sparsity` (of all prunable weights) to the epoch logs, where
-    `History`, the progress bar and a `TensorBoard` callback placed after it
-    in `callbacks` pick it up; `self.events` lists every pruning step.
+    Granularity. Every granularity of `prune` works. `"N:M"` prunes towards
+    the pattern and completes it exactly at the first pruning step at or
+    after the schedule's `final_step` (`end_step` of a `PolynomialDecay`,
+    `begin_step` of a `ConstantSparsity`), whatever the schedule's
+    sparsity; the pattern then holds for the rest of training, as tfmot's
+    `sparsity_m_by_n`.
+
+    Logs. The epoch logs get `sparsity` (all prunable weights); with
+    `log_layers=True` also `target_sparsity` and `sparsity/<layer>/<weight>`
+    per weight. `self.events` lists every pruning step with per-weight
+    sparsities and targets. With `log_dir`, the callback writes the same as
+    TensorBoard scalars (`pruning/sparsity`, `pruning/target`,
+    `pruning/<layer>/<weight>/sparsity` and `.../target`, at each pruning
+    step) into `log_dir/train`, as tfmot's `PruningSummaries`; it needs the
+    `tensorboard` package (`pip install keras-lottery[tensorboard]`), not
+    TensorFlow.
 
     Args:
-        schedule: A `PolynomialDecay`, a `ConstantSparsity` or another
-            `PruningSchedule`.
-        initial_step: The step the first batch of the first `fit` has.
+        schedule: The schedule of every layer `layer_schedules` does not
+            name; None leaves them dense. A `PolynomialDecay`, a
+            `ConstantSparsity` or another `PruningSchedule`.
+        pruning_schedule: tfmot's name for `schedule`; give one of them.
+        layer_schedules: A schedule per layer, by layer name or class as
+            in `prune(rates=)` (a name wins over a class), or None to leave
+            those layers dense.
+        initial_step: None (the default): the step comes from the
+            optimizer, as above. An int: the step of the first batch of the
+            first `fit`, counted on across the `fit`s this instance is
+            used in.
+        step_offset: Added to the step; 1 for tfmot's step numbers.
+        log_dir: A directory for TensorBoard event files, or None.
+        log_layers: Per-weight sparsity in the epoch logs too.
         verbose: 1 prints one line per pruning step.
         **prune_options: The keyword arguments of `keras_lottery.prune`
-            that say how to prune, as in `prune_to_sparsity`, with the
-            same defaults: `scope` (`"layer"`: each weight tensor at the
-            target sparsity, as tfmot; `"global"`: one threshold over all
-            prunable weights), `groups`, `criterion`, `granularity`,
-            `block_shape`, `norm`, `min_remaining` (1 by default: every
-            tensor keeps a weight; 0 for tfmot's exact counts), `seed`.
-            Checked here, so a mistake fails before training.
+            that say how to prune, as in `prune_to_sparsity`, with the same
+            defaults: `scope`, `groups`, `criterion`, `granularity`,
+            `block_shape`, `norm`, `min_remaining` (0 for tfmot's exact
+            counts), `seed`. Checked here, so a mistake fails before
+            training. `scope="global"` takes one schedule for every layer.
 
     Example:
 
     >>> import keras, numpy as np, keras_lottery as kl
-    >>> from keras_lottery.pruning.gradual import GradualPruning, PolynomialDecay
     >>> model = kl.wrap(keras.Sequential([
     ...     keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)]))
     >>> model.compile("sgd", "mse")
-    >>> pruning = GradualPruning(
-    ...     PolynomialDecay(0.0, 0.5, begin_step=0, end_step=4, frequency=2))
+    >>> pruning = kl.GradualPruning(
+    ...     kl.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=4, frequency=2))
     >>> history = model.fit(np.ones((6, 4)), np.ones((6, 1)), batch_size=1,
     ...                     callbacks=[pruning], verbose=0)
     >>> [(e.step, round(e.sparsity, 3)) for e in pruning.events]
@@ -339,60 +228,195 @@ class GradualPruning(keras.callbacks.Callback):
 
     def __init__(
         self,
-        schedule: PruningSchedule,
+        schedule: PruningSchedule | None = None,
         *,
-        initial_step: int = 0,
+        pruning_schedule: PruningSchedule | None = None,
+        layer_schedules: Mapping[str | type, PruningSchedule | None] | None = None,
+        initial_step: int | None = None,
+        step_offset: int = 0,
+        log_dir: str | None = None,
+        log_layers: bool = False,
         verbose: int = 0,
         **prune_options,
     ):
         super().__init__()
-        if not isinstance(schedule, PruningSchedule):
+        if schedule is not None and pruning_schedule is not None:
             raise TypeError(
-                "`schedule` must be a keras_lottery PruningSchedule, e.g. "
-                "PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000). "
-                f"Received: schedule={schedule!r}"
+                "Give the schedule once: `schedule` or tfmot's name "
+                f"`pruning_schedule`. Received: schedule={schedule!r}, "
+                f"pruning_schedule={pruning_schedule!r}"
             )
+        schedule = schedule if schedule is not None else pruning_schedule
+        self.layer_schedules = _check_layer_schedules(layer_schedules)
+        self.schedule = _check_schedule(
+            schedule, "schedule", allow_none=bool(self.layer_schedules)
+        )
         self.prune_options = check_prune_options(
             prune_options, where="GradualPruning", sparsity=True
         )
-        self.schedule = schedule
         self.scope = self.prune_options.get("scope", "layer")
-        self.step = _check_step(initial_step, "initial_step")
+        if self.layer_schedules and self.scope == "global":
+            raise ValueError(
+                "scope='global' ranks every layer on one threshold, so it "
+                "takes one schedule; per-layer schedules need scope='layer'. "
+                f"Received: layer_schedules={self.layer_schedules!r}"
+            )
+        units = get_granularity(
+            self.prune_options.get("granularity", "weight"),
+            block_shape=self.prune_options.get("block_shape"),
+            norm=self.prune_options.get("norm"),
+        )
+        self._pattern = (
+            1.0 - units.n / units.m if isinstance(units, NMGranularity) else None
+        )
+        self.initial_step = (
+            None if initial_step is None else _check_step(initial_step, "initial_step")
+        )
+        self.step_offset = _check_step(step_offset, "step_offset")
+        self.step = (self.initial_step or 0) + self.step_offset
+        self.log_dir = log_dir
+        self.log_layers = bool(log_layers)
         self.verbose = verbose
         self.events: list[PruningEvent] = []
-        self._epoch_start = self.step
-        self._next_check = self.step
+        self._writer = None
+        self._epoch_start = self._next_check = self.step
+        self._plan: list[tuple[PruningSchedule, list[str]]] = []
+        self._first_batch = True
 
+    # --------------------------------------------------------- the plan
+    def _layer_plan(self, model) -> list[tuple[PruningSchedule, list[str]]]:
+        """`(schedule, weight keys)` per schedule; dense layers left out."""
+        found = require_wrappers(model)
+        chosen, by_type = {}, {}
+        for selector, value in self.layer_schedules.items():
+            named, typed = resolve_layers(found, selector, argument="layer_schedules")
+            chosen.update(dict.fromkeys(named, value))
+            for key in typed:
+                by_type.setdefault(key, value)
+        plan: dict[int, tuple[PruningSchedule, list[str]]] = {}
+        for key, _, name in iter_weight_keys(found):
+            layer = key[: -len(name) - 1]
+            if layer in chosen:
+                value = chosen[layer]
+            else:
+                value = by_type.get(layer, self.schedule)
+            if value is not None:
+                plan.setdefault(id(value), (value, []))[1].append(key)
+        return list(plan.values())
+
+    def _target(self, schedule: PruningSchedule, step: int) -> float:
+        target = float(schedule(step)[1])
+        final = schedule.final_step
+        if self._pattern is not None and final is not None and step >= final:
+            target = max(target, self._pattern)  # N:M protects the rest
+        return target
+
+    # ---------------------------------------------------------- pruning
+    def _prune(self, model, due: dict[int, int]) -> PruningEvent:
+        """Prunes each schedule due (index in the plan -> step)."""
+        entries = list(iter_weight_keys(require_wrappers(model)))
+        targets = {}
+        for i, step in due.items():
+            schedule, keys = self._plan[i]
+            targets.update(dict.fromkeys(keys, self._target(schedule, step)))
+        if len(set(targets.values())) == 1 and len(targets) == len(entries):
+            report = prune(model, sparsity=next(iter(targets.values())),
+                           **self.prune_options)
+            layers = {w.name: 1.0 - w.after / w.total if w.total else 0.0
+                      for w in report.weights}
+        else:
+            before = {key: w.get_mask(name) for key, w, name in entries}
+            after = dict(before)
+            for target in sorted(set(targets.values())):
+                planned = planned_masks(model, sparsity=target, **self.prune_options)
+                after.update({k: planned[k] for k, t in targets.items() if t == target})
+            for key, wrapper, name in entries:
+                if key in targets:
+                    wrapper.mask_variable(name).assign(after[key])
+            message = collapse_warning(before, after)
+            if message is not None:
+                warnings.warn(message, UserWarning, stacklevel=3)
+            layers = {key: _sparsity(mask) for key, mask in after.items()}
+        sizes = {key: int(np.prod(w.get_mask(name).shape)) for key, w, name in entries}
+        total = sum(sizes.values()) or 1
+        sparsity = sum(layers[k] * sizes[k] for k in sizes) / total
+        target = sum(targets.get(k, layers[k]) * sizes[k] for k in sizes) / total
+        return PruningEvent(max(due.values()), float(target), float(sparsity),
+                            layers, targets)
+
+    # -------------------------------------------------------- callbacks
     def on_train_begin(self, logs=None):
-        require_wrappers(self.model)
+        self._plan = self._layer_plan(self.model)
+        self._first_batch = True
+        if self.log_dir is not None and self._writer is None:
+            self._writer = EventWriter(self.log_dir)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self.step
 
-    def on_train_batch_begin(self, batch, logs=None):
-        step = self._epoch_start + batch
-        due = None
-        for t in range(self._next_check, step + 1):
-            should_prune, _ = self.schedule(t)
-            if should_prune:
-                due = t
-        self._next_check = step + 1
-        if due is None:
+    def _start(self, batch: int) -> None:
+        """At a `fit`'s first batch: where the schedule stands."""
+        self._first_batch = False
+        if self.initial_step is not None:
             return
-        target = float(self.schedule(due)[1])
-        model = self.model  # under JAX, this syncs the training state first
-        report = prune_to_sparsity(model, target, **self.prune_options)
-        self.events.append(PruningEvent(due, target, report.sparsity))
+        # After every on_train_begin: BackupAndRestore has loaded by now.
+        iterations = keras.ops.convert_to_numpy(self.model.optimizer.iterations)
+        self.step = int(iterations) + self.step_offset
+        self._epoch_start = self.step - batch
+        self._next_check = self.step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._first_batch:
+            self._start(batch)
+        step = self._epoch_start + batch
+        due = {}
+        for i, (schedule, _) in enumerate(self._plan):
+            for t in range(self._next_check, step + 1):
+                if schedule(t)[0]:
+                    due[i] = t
+        self._next_check = step + 1
+        if not due:
+            return
+        event = self._prune(self.model, due)  # self.model syncs JAX state
+        self.events.append(event)
+        if self._writer is not None:
+            self._writer.write_event(event)
         if self.verbose:
             print(
-                f"GradualPruning: step {due}: pruned to "
-                f"{100 * report.sparsity:.2f}% sparsity (target "
-                f"{100 * target:.2f}%)."
+                f"GradualPruning: step {event.step}: pruned to "
+                f"{100 * event.sparsity:.2f}% sparsity (target "
+                f"{100 * event.target:.2f}%)."
             )
 
     def on_train_batch_end(self, batch, logs=None):
         self.step = self._epoch_start + batch + 1
 
     def on_epoch_end(self, epoch, logs=None):
+        entries = list(iter_weight_keys(require_wrappers(self.model)))
+        masks = {key: w.get_mask(name) for key, w, name in entries}
+        total = sum(m.size for m in masks.values()) or 1
+        zeros = sum(m.size - np.count_nonzero(m) for m in masks.values())
         if logs is not None:
-            logs["sparsity"] = summary(self.model, print_fn=None).sparsity
+            logs["sparsity"] = float(zeros / total)
+            if self.log_layers:
+                if self.events:
+                    logs["target_sparsity"] = self.events[-1].target
+                for key, mask in masks.items():
+                    logs[f"sparsity/{key}"] = float(_sparsity(mask))
+        if self._writer is not None:
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+__all__ = [
+    "ConstantSparsity",
+    "GradualPruning",
+    "PolynomialDecay",
+    "PruningEvent",
+    "PruningSchedule",
+    "prune_to_sparsity",
+]
