@@ -44,6 +44,12 @@ _EXPORTS: dict[str, str] = {
     "get_masks": "keras_lottery.pruning.masks",
     "set_masks": "keras_lottery.pruning.masks",
     "shuffle_masks": "keras_lottery.pruning.masks",
+    "randomize_signs": "keras_lottery.pruning.masks",
+    "Criterion": "keras_lottery.pruning.scores",
+    "register_criterion": "keras_lottery.pruning.scores",
+    "SNIP": "keras_lottery.pruning.criteria",
+    "GraSP": "keras_lottery.pruning.criteria",
+    "SynFlow": "keras_lottery.pruning.criteria",
     "mask_overlap": "keras_lottery.pruning.overlap",
     "MaskOverlap": "keras_lottery.pruning.overlap",
     "Granularity": "keras_lottery.pruning.granularity",
@@ -151,6 +157,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and the API docs
     )
     from keras_lottery.errors import KerasLotteryError
     from keras_lottery.interop.tfmot import from_tfmot
+    from keras_lottery.pruning.criteria import SNIP, GraSP, SynFlow
     from keras_lottery.pruning.gradual import (
         ConstantSparsity,
         GradualPruning,
@@ -165,10 +172,16 @@ if TYPE_CHECKING:  # the same names, for type checkers and the API docs
         Granularity,
         NMGranularity,
     )
-    from keras_lottery.pruning.masks import get_masks, set_masks, shuffle_masks
+    from keras_lottery.pruning.masks import (
+        get_masks,
+        randomize_signs,
+        set_masks,
+        shuffle_masks,
+    )
     from keras_lottery.pruning.overlap import MaskOverlap, mask_overlap
     from keras_lottery.pruning.prune import prune
     from keras_lottery.pruning.report import Group, PruneReport
+    from keras_lottery.pruning.scores import Criterion, register_criterion
     from keras_lottery.search.early_bird import EarlyBird
     from keras_lottery.search.instability import instability, instability_sweep
     from keras_lottery.search.interpolation import Instability, InstabilitySweep
