@@ -12,7 +12,7 @@ import numpy as np
 from keras import ops
 
 from keras_lottery.core.model import check_model, require_wrappers, wrappers
-from keras_lottery.core.state import host_copy
+from keras_lottery.core.state import host_array, host_copy
 from keras_lottery.core.wrapper import PrunableWrapper
 
 REWIND_TARGETS = ("init", "checkpoint", "random")
@@ -71,7 +71,7 @@ def restore_points(model, arrays: dict) -> None:
 
 
 def _to_numpy(variable) -> np.ndarray:
-    return np.array(ops.convert_to_numpy(variable), copy=True)
+    return np.array(host_array(variable), copy=True)
 
 
 def _wrapper_owned(model) -> set[int]:

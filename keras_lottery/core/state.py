@@ -35,12 +35,43 @@ class HostValue:
         return str(self.array.dtype)
 
     def assign(self, value):
-        array = np.asarray(ops.convert_to_numpy(value), dtype=self.array.dtype)
+        array = np.asarray(host_array(value), dtype=self.array.dtype)
         self.array = array.reshape(self.array.shape).copy()
         return self.array
 
     def __array__(self, dtype=None, copy=None):
         return self.array if dtype is None else self.array.astype(dtype)
+
+
+def host_array(value) -> np.ndarray:
+    """`value` (a tensor or a variable) as a NumPy array on this host.
+
+    `ops.convert_to_numpy`, except for a JAX array sharded across several
+    processes (`keras.distribution.initialize` and a `ModelParallel`
+    layout that splits a weight between hosts): no process holds all of
+    it, and NumPy conversion fails. Such an array is gathered with
+    `jax.experimental.multihost_utils.process_allgather`, a collective that
+    every process must call at the same point (they all do: every process
+    runs the same pruning code). Memory cost: each process then holds a
+    full host copy of the weight, `4 * size` bytes for float32, for as long
+    as the pruning arithmetic needs it. Arrays replicated on every process
+    (`DataParallel`) are read locally, without communication.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_lottery.core.state import host_array
+    >>> host_array(keras.ops.ones((2,))).tolist()
+    [1.0, 1.0]
+    """
+    array = getattr(value, "value", value)  # a keras.Variable's tensor
+    if getattr(array, "is_fully_addressable", True) or getattr(
+        array, "is_fully_replicated", False
+    ):
+        return ops.convert_to_numpy(value)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 def host_copy(variable) -> np.ndarray:
@@ -51,7 +82,7 @@ def host_copy(variable) -> np.ndarray:
     """
     if isinstance(variable, HostValue):
         return variable.array.copy()
-    value = ops.convert_to_numpy(variable)
+    value = host_array(variable)
     # Some backends hand out a view of the device buffer: copy those only.
     return value if isinstance(value, np.ndarray) and value.flags.owndata else (
         np.array(value, copy=True)
@@ -111,7 +142,7 @@ def check_mask(value, shape: tuple[int, ...], key: str) -> np.ndarray:
     >>> check_mask([[1, 0]], (1, 2), "fc/kernel").tolist()
     [[1, 0]]
     """
-    array = np.asarray(ops.convert_to_numpy(value))
+    array = np.asarray(host_array(value))
     if array.shape != tuple(shape):
         raise ValueError(
             f"Mask '{key}' must have shape {tuple(shape)}, the shape of its "
