@@ -28,6 +28,7 @@ from keras_lottery.pruning.masks import shuffle_masks
 from keras_lottery.search import arguments
 from keras_lottery.search.checks import EvalFnError, checked_eval_fn, warn_non_finite
 from keras_lottery.search.directory import SearchDirectory
+from keras_lottery.search.early_bird import EarlyBird
 from keras_lottery.search.fit import train
 from keras_lottery.search.rates import search_rate
 from keras_lottery.search.records import RoundRecord
@@ -81,11 +82,13 @@ def _format_seconds(seconds: float) -> str:
 class _Search:
     """One run of `lottery_search`: its state, and one method per step."""
 
-    def __init__(self, model, fit_fn, eval_fn, args, options, store, verbose):
+    def __init__(self, model, fit_fn, eval_fn, args, options, store, verbose,
+                 early_bird=None):
         self.model, self.fit_fn = model, fit_fn
         self.eval_fn = checked_eval_fn(eval_fn)
         self.args, self.options, self.store = args, options, store
         self.verbose = verbose
+        self.early_bird = early_bird  # an EarlyBird config, or None
         self.found = require_wrappers(model)
         self.records: list[RoundRecord] = []
         self.masks: dict[int, dict] = {}
@@ -143,7 +146,8 @@ class _Search:
         return reached or r > 10_000
 
     # ---------------------------------------------------------- training
-    def train(self, model, r: int, what: str, seed_part: int, capture=None):
+    def train(self, model, r: int, what: str, seed_part: int, capture=None,
+              bird=None):
         """`fit_fn` and `eval_fn` on `model`; a failure is a SearchError
         naming the round, with the rounds finished so far."""
         seed = self.args["seed"]
@@ -151,7 +155,7 @@ class _Search:
             keras.utils.set_random_seed(_derive(seed, r, seed_part))
         try:
             return train(self.fit_fn, model, round=r, what=what,
-                         callbacks=[] if capture is None else [capture],
+                         callbacks=[c for c in (capture, bird) if c is not None],
                          eval_fn=self.eval_fn)
         except Exception as error:
             if isinstance(error, EvalFnError):
@@ -181,11 +185,11 @@ class _Search:
                 "permissions) and rerun to resume.", r, self.result(),
             ) from error
 
-    def train_round_0(self):
+    def train_round_0(self, bird=None):
         """Trains the dense network and keeps the rewind point."""
         step = self.args["rewind_to"]
         capture = RewindCheckpoint(step) if self.late else None
-        metrics, early = self.train(self.model, 0, "fit_fn", 0, capture)
+        metrics, early = self.train(self.model, 0, "fit_fn", 0, capture, bird)
         if capture is not None and not capture.taken:
             raise SearchError(
                 f"lottery_search: round 0 ended before step {step}, so there "
@@ -225,10 +229,11 @@ class _Search:
         starts = (
             {c: copy_model(self.model) for c in args["control"]} if controlled else {}
         )
+        bird = None if self.early_bird is None else EarlyBird(**self.early_bird)
         if r == 0:
-            metrics, early = self.train_round_0()
+            metrics, early = self.train_round_0(bird)
         else:
-            metrics, early = self.train(self.model, r, "fit_fn", 0)
+            metrics, early = self.train(self.model, r, "fit_fn", 0, bird=bird)
         record = RoundRecord(
             round=r,
             remaining=1 - summary(self.model, print_fn=None).sparsity,
@@ -236,6 +241,7 @@ class _Search:
                     for k, m in masks.items()},
             metrics=metrics,
             early_stop=early,
+            early_bird=None if bird is None else bird.fired_epoch,
         )
         self.train_controls(r, record, starts)
         record.seconds = time.perf_counter() - t0
@@ -298,6 +304,7 @@ def lottery_search(
     eval_fn: Callable[[keras.Model], Mapping[str, float]] | None = None,
     control: str | Sequence[str] | None = None,
     control_rounds: Sequence[int] | None = None,
+    early_bird: bool | EarlyBird | None = None,
     directory: str | os.PathLike | None = None,
     seed: int | None = None,
     verbose: int = 1,
@@ -346,6 +353,13 @@ def lottery_search(
             trained; None trains them in every round. Controls cost one
             extra training each; papers report them at a few sparsities
             (Frankle & Carbin's LeNet: rounds 3, 7, 12, 15, 18).
+        early_bird: True ends each round's training once the mask the
+            round would draw has settled (`EarlyBird` with the search's
+            rate and prune options, patience 5, threshold 0.1: You et al.
+            2020), or an `EarlyBird` to use as configured (a fresh copy
+            each round). Needs `fit_fn(model, callbacks=None)`; the
+            controls train without it. Each record's `early_bird` is the
+            epoch it fired (None: it did not).
         directory: Where to save each finished round atomically (masks,
             weights, metrics, arguments). Rerunning with the same arguments
             and a model of the same architecture (layer names may differ)
@@ -397,10 +411,14 @@ def lottery_search(
     options = arguments.prune_options_of(prune_options, options)
     rate = search_rate(model, rounds=rounds, target_sparsity=target_sparsity,
                        rate=rate, prune_options=options)
+    bird = arguments.check_early_bird(early_bird, fit_fn, rate, options)
     args = arguments.search_args(
         model, rounds=rounds, target_sparsity=target_sparsity, rate=rate,
         rewind_to=rewind_to, controls=controls, control_rounds=control_rounds,
         seed=seed, options=options,
     )
     store = None if directory is None else SearchDirectory(directory)
-    return _Search(model, fit_fn, eval_fn, args, options, store, verbose).run()
+    if bird is not None:  # saved (and compared on resume) only when used
+        args["early_bird"] = {k: repr(v) for k, v in sorted(bird.items())}
+    return _Search(model, fit_fn, eval_fn, args, options, store, verbose,
+                   bird).run()

@@ -38,6 +38,9 @@ class RoundRecord:
         controls: Per control (`"reinit"`, `"random_prune"`), its metrics.
         controls_early_stop: Per control, its early-stop epoch.
         seconds: Wall time of the round, controls included.
+        early_bird: The epoch (1-based) at which `lottery_search`'s
+            `early_bird` ended the round's training; None when it did not
+            fire or was not used (and in files written before it existed).
 
     A record holds numbers, not a model: `SearchResult.ticket(record)`
     builds the model of its round, and `SearchResult.best_model()` the
@@ -62,6 +65,7 @@ class RoundRecord:
         default_factory=dict
     )
     seconds: float = 0.0
+    early_bird: int | None = None
 
     def to_dict(self) -> dict:
         """The record as a JSON-safe dict (NaN as None)."""

@@ -115,3 +115,36 @@ def test_bad_arguments_are_clear_errors():
     config = kl.EarlyBird(0.3, patience=2, scope="global").get_config()
     assert kl.EarlyBird.from_config(config).get_config() == config
 
+
+
+def test_lottery_search_ends_each_round_when_the_bird_fires(tmp_path):
+    epochs = []
+
+    def fit_fn(model, callbacks=None):
+        history = model.fit(X, Y, epochs=30, verbose=0, callbacks=callbacks)
+        epochs.append(len(history.history["loss"]))
+        return history
+
+    result = kl.lottery_search(
+        mlp(lr=0.0), fit_fn, rounds=2, rate=0.5, verbose=0,
+        early_bird=kl.EarlyBird(patience=2), directory=tmp_path / "search")
+    # Weights that never move: the mask settles at once, the bird fires at
+    # epoch 3 (two zero distances) and ends every round there.
+    assert epochs == [3, 3, 3]
+    assert [r.early_bird for r in result.rounds] == [3, 3, 3]
+    assert result.rounds[1].metrics["mask_distance"] == 0.0
+    again = kl.SearchResult.load(tmp_path / "search")
+    assert [r.early_bird for r in again.rounds] == [3, 3, 3]
+    # A record written before the field existed reads as None.
+    old = {k: v for k, v in result.rounds[0].to_dict().items()
+           if k != "early_bird"}
+    assert kl.RoundRecord.from_dict(old).early_bird is None
+    plain = kl.lottery_search(mlp(lr=0.0), fit_fn, rounds=1, rate=0.5,
+                              verbose=0)
+    assert [r.early_bird for r in plain.rounds] == [None, None]
+    assert epochs[-2:] == [30, 30]
+    with pytest.raises(ValueError, match="callbacks"):
+        kl.lottery_search(mlp(), lambda m: m.fit(X, Y, verbose=0), rounds=1,
+                          early_bird=True, verbose=0)
+    with pytest.raises(TypeError, match="early_bird"):
+        kl.lottery_search(mlp(), fit_fn, rounds=1, early_bird="yes", verbose=0)
