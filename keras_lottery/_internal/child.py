@@ -22,12 +22,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from keras_lottery.errors import KerasLotteryError
@@ -53,6 +56,53 @@ class ChildError(KerasLotteryError, RuntimeError):
     A trial exited with status 1. Its last output:
     no data
     """
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or no signals (Windows)
+        return True
+    return True
+
+
+def remove_stale_folders(parent: str | os.PathLike | None = None) -> list[Path]:
+    """Removes the `temporary_folder`s left by processes that died (killed
+    before they could clean up); returns what it removed."""
+    parent = Path(parent or tempfile.gettempdir())
+    removed = []
+    with contextlib.suppress(OSError):
+        for path in parent.glob("keras_lottery_*"):
+            found = re.fullmatch(r"keras_lottery_[a-z]+\.pid(\d+)\.\w+",
+                                 path.name)
+            if found and path.is_dir() and not _alive(int(found.group(1))):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def temporary_folder(kind: str) -> Iterator[str]:
+    """A temporary folder for work done with a child process, removed on
+    exit; named after this process, so that one left by a killed process
+    is removed by the next call (`remove_stale_folders`).
+
+    Example:
+
+    >>> import os
+    >>> from keras_lottery._internal.child import temporary_folder
+    >>> with temporary_folder("convert") as tmp:
+    ...     os.path.basename(tmp).startswith(f"keras_lottery_convert.pid{os.getpid()}.")
+    True
+    """
+    if not re.fullmatch(r"[a-z]+", kind):
+        raise ValueError(f"`kind` is lowercase letters. Received: kind={kind!r}.")
+    remove_stale_folders()
+    with tempfile.TemporaryDirectory(
+            prefix=f"keras_lottery_{kind}.pid{os.getpid()}.") as tmp:
+        yield tmp
 
 
 def _environment(env: Mapping[str, str | None] | None) -> dict[str, str]:
@@ -156,7 +206,7 @@ def call_child(
     >>> call_child(["-c", code], {"x": 21}, what="A test process")
     {'twice': 42}
     """
-    with tempfile.TemporaryDirectory(prefix="keras_lottery_child_") as tmp:
+    with temporary_folder("child") as tmp:
         asked, answer = Path(tmp, "request.json"), Path(tmp, "response.json")
         asked.write_text(json.dumps(dict(request)), encoding="utf-8")
         try:
@@ -212,4 +262,5 @@ def serve(handler: Callable[[dict], Mapping],
     return status
 
 
-__all__ = ["ChildError", "call_child", "run_child", "serve", "tail"]
+__all__ = ["ChildError", "call_child", "remove_stale_folders", "run_child",
+           "serve", "tail", "temporary_folder"]

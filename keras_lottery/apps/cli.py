@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -74,12 +75,28 @@ def _load_arrays(path: str):
     return arrays[0] if len(arrays) == 1 else arrays
 
 
-def _export(args: argparse.Namespace) -> int:
+def _load_keras(path: str):
+    """`keras.saving.load_model`, with a missing file and a damaged one
+    told apart (Keras says "File not found" for both)."""
+    import zipfile
+
     import keras
 
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model file at {path!r}. Received: "
+                                f"model={path!r}. Check the path.")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is damaged or not a Keras model: a .keras file is a zip "
+            f"archive, and this one is not ({os.path.getsize(path)} bytes). "
+            "Save the model again with model.save(...).")
+    return keras.saving.load_model(path)
+
+
+def _export(args: argparse.Namespace) -> int:
     from keras_lottery.deploy.tflite.export import export_tflite
 
-    model = keras.saving.load_model(args.model)
+    model = _load_keras(args.model)
     data = _load_arrays(args.representative) if args.representative else None
     report = export_tflite(model, args.out, sparse=args.sparse,
                            quantize=args.quantize, representative_data=data,
@@ -96,9 +113,14 @@ def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from keras_lottery.deploy.tflite.flatbuffer import TFLiteFileError
     from keras_lottery.deploy.tflite.interpreter import inspect_tflite
 
-    report = inspect_tflite(args.tflite)
+    try:
+        report = inspect_tflite(args.tflite)
+    except TFLiteFileError as error:
+        raise TFLiteFileError(str(error).replace(
+            "The .tflite content", args.tflite)) from None
     print(report.to_json(indent=2) if args.json else report)
     return 0
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from keras_lottery._internal.child import call_child
+from keras_lottery._internal.child import call_child, temporary_folder
 from keras_lottery.deploy.tflite.interpreter import first_line
 from keras_lottery.deploy.tflite.report import ExportError
 
@@ -53,7 +52,7 @@ def _convert_here(model, *, sparse: bool, quantize: str | None,
     """Converts a model on the TensorFlow backend, returning the bytes."""
     kwargs = _converter_kwargs(sparse, quantize, representative,
                                select_tf_ops)
-    with tempfile.TemporaryDirectory() as tmp:
+    with temporary_folder("convert") as tmp:
         out = os.path.join(tmp, "model.tflite")
         model.export(out, format="litert", verbose=False, **kwargs)
         return Path(out).read_bytes()
@@ -82,7 +81,7 @@ def _convert_in_child(model, *, variants: dict[str, bool], quantize,
                       representative, select_tf_ops) -> dict[str, bytes]:
     """Saves `model` as .keras and converts it under KERAS_BACKEND=tensorflow
     (`python -m keras_lottery.deploy.tflite`, answering `convert_request`)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with temporary_folder("convert") as tmp:
         saved = os.path.join(tmp, "model.keras")
         model.save(saved)
         request = {"model": saved, "out_dir": tmp, "variants": variants,

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lottery._internal.io import atomic_write_bytes
+from keras_lottery._internal.io import atomic_write_bytes, probe_writable
 from keras_lottery.deploy.tflite.convert import convert
 from keras_lottery.deploy.tflite.flatbuffer import keras_weight_shapes
 from keras_lottery.deploy.tflite.inputs import (
@@ -106,6 +106,12 @@ def export_tflite(
     >>> print(report)  # doctest: +SKIP
     """
     path = check_path(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"export_tflite: {path} is a folder. Received: path={path!r}. "
+            "Give a file name ending in .tflite.")
+    probe_writable(os.path.dirname(os.path.abspath(path)),
+                   f"export_tflite(path={path!r})", create=False)
     _check_arguments(sparse, quantize, representative_data, verify,
                      select_tf_ops)
     model = prepare_model(model)

@@ -1,16 +1,50 @@
-"""Reading a `.tflite` flatbuffer: ops, stored weights, sparse encodings."""
+"""Reading a `.tflite` flatbuffer: ops, stored weights, sparse encodings.
+
+The reader trusts nothing in the file: the header (size, the `TFL3`
+identifier, the root offset) is checked before parsing, the parse itself
+turns any out-of-range offset into `TFLiteFileError`, and every index
+(op codes, tensors, buffers) and size (shapes, sparse dimensions) is checked
+before it is used, so a damaged file is a one-line error, never a crash or a
+huge allocation.
+"""
 
 from __future__ import annotations
 
 import os
+import struct
 
 import keras
 import numpy as np
 
 from keras_lottery.deploy.tflite.paths import check_path
+from keras_lottery.errors import KerasLotteryError
 
 #: Ops that only unpack a stored weight; the reader looks through them.
 UNPACK_OPS = ("DENSIFY", "DEQUANTIZE")
+
+#: The most elements a weight read from a file may have when decoded.
+MAX_ELEMENTS = 1 << 28
+
+#: What parsing a damaged flatbuffer can raise.
+_PARSE_ERRORS = (struct.error, IndexError, ValueError, TypeError, KeyError,
+                 AttributeError, UnicodeDecodeError, OverflowError,
+                 RecursionError)
+
+
+class TFLiteFileError(KerasLotteryError, ValueError):
+    """A `.tflite` file is damaged, truncated or not a TFLite model.
+
+    Example:
+
+    >>> from keras_lottery.deploy.tflite.flatbuffer import (
+    ...     Flatbuffer, TFLiteFileError)
+    >>> try:
+    ...     Flatbuffer(b"garbage", "model.tflite")
+    ... except TFLiteFileError as error:
+    ...     print(error)  # doctest: +ELLIPSIS
+    model.tflite is not a valid .tflite file: it is 7 bytes, ...
+    """
+
 
 TENSOR_TYPES = {
     0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64",
@@ -100,13 +134,48 @@ def _name_layers(encodings: list[dict], keras_weights) -> None:
             record["layer"] = first.rsplit("/", 1)[0] if "/" in first else first
 
 
+def _check_header(content: bytes, where: str) -> None:
+    size = len(content)
+    if size < 16:
+        raise TFLiteFileError(
+            f"{where} is not a valid .tflite file: it is {size} bytes, too "
+            "short for a TFLite flatbuffer. Export it again.")
+    if bytes(content[4:8]) != b"TFL3":
+        raise TFLiteFileError(
+            f"{where} is not a valid .tflite file: its identifier is "
+            f"{bytes(content[4:8])!r}, not b'TFL3' (not a TFLite model, or "
+            "damaged). Check the path, or export it again.")
+    root = int.from_bytes(bytes(content[:4]), "little")
+    if not 8 <= root <= size - 4:
+        raise TFLiteFileError(
+            f"{where} is damaged: its root offset {root} lies outside the "
+            f"file ({size} bytes). Export it again.")
+
+
+def _index(value, count: int, what: str, where: str) -> int:
+    value = int(value)
+    if not 0 <= value < count:
+        raise TFLiteFileError(
+            f"{where} is damaged: {what} {value} is out of range (0-"
+            f"{count - 1}). Export it again.")
+    return value
+
+
 class Flatbuffer:
     """A `.tflite` file's first subgraph, its op names and the producer of
-    every tensor, for the readers below."""
+    every tensor, for the readers below (checked: see the module)."""
 
-    def __init__(self, content: bytes):
+    def __init__(self, content: bytes, where: str = "The .tflite content"):
         schema = _schema()
-        self.model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+        _check_header(content, where)
+        try:
+            self.model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+        except _PARSE_ERRORS as error:
+            raise TFLiteFileError(
+                f"{where} is damaged (truncated, or an offset points outside "
+                f"the file: {type(error).__name__}). Export it again."
+            ) from None
+        self._check(where)
         names = _op_names()
         custom = getattr(schema.BuiltinOperator, "CUSTOM", 32)
         self.codes: list[tuple[str, int]] = []
@@ -122,6 +191,29 @@ class Flatbuffer:
         for index, op in enumerate(self.operators):
             for out in op.outputs if op.outputs is not None else []:
                 self.producer[int(out)] = index
+
+    def _check(self, where: str) -> None:
+        """Every index the readers follow lies in range."""
+        model = self.model
+        if not model.subgraphs:
+            raise TFLiteFileError(f"{where} is damaged: it has no subgraph. "
+                                  "Export it again.")
+        codes, buffers = len(model.operatorCodes or []), len(model.buffers or [])
+        tensors = model.subgraphs[0].tensors or []
+        for op in model.subgraphs[0].operators or []:
+            _index(op.opcodeIndex, codes, "an op code index", where)
+            for t in [*(op.inputs if op.inputs is not None else []),
+                      *(op.outputs if op.outputs is not None else [])]:
+                if int(t) != -1:
+                    _index(t, len(tensors), "a tensor index", where)
+        for tensor in tensors:
+            if tensor.buffer:
+                _index(tensor.buffer, buffers, "a buffer index", where)
+            shape = [] if tensor.shape is None else [int(d) for d in tensor.shape]
+            if any(d < 0 for d in shape) or np.prod(shape, dtype=float) > MAX_ELEMENTS:
+                raise TFLiteFileError(
+                    f"{where} is damaged: a tensor has the shape {shape}. "
+                    "Export it again.")
 
     def op_name(self, op) -> str:
         return self.codes[op.opcodeIndex][0]
@@ -148,9 +240,23 @@ class Flatbuffer:
         return t, chain
 
 
-def read_flatbuffer(content: bytes, keras_weights=()):
-    """Per-weight encodings and op versions, read from the flatbuffer."""
-    fb = Flatbuffer(content)
+def read_flatbuffer(content: bytes, keras_weights=(),
+                    where: str = "The .tflite content"):
+    """Per-weight encodings and op versions, read from the flatbuffer.
+
+    Raises:
+        TFLiteFileError: The content is not a whole TFLite model.
+    """
+    fb = Flatbuffer(content, where)
+    try:
+        return _encodings(fb, keras_weights)
+    except _PARSE_ERRORS as error:
+        raise TFLiteFileError(
+            f"{where} is damaged: a tensor's encoding cannot be read "
+            f"({type(error).__name__}: {error}). Export it again.") from None
+
+
+def _encodings(fb: Flatbuffer, keras_weights):
     graph = fb.graph
     versions: dict[str, int] = {}
     for op_name, version in fb.codes:
@@ -174,7 +280,7 @@ def read_flatbuffer(content: bytes, keras_weights=()):
                 continue  # biases, shapes, scalars
             dtype = TENSOR_TYPES.get(int(tensor.type), str(tensor.type))
             nbytes = fb.stored_bytes(stored)
-            total = int(np.prod(shape))
+            total = max(1, int(np.prod(shape)))
             itemsize = np.dtype(dtype).itemsize if dtype in (
                 "float32", "float16", "int8", "int32", "uint8", "int16",
                 "int64", "float64") else 1
@@ -201,6 +307,12 @@ def _decode_sparse(tensor, values: np.ndarray) -> np.ndarray:
     sparsity = tensor.sparsity
     shape = tuple(int(s) for s in tensor.shape)
     rank = len(shape)
+    sizes = [int(m.denseSize) for m in sparsity.dimMetadata or []
+             if int(m.format) == 0]
+    if any(s < 0 for s in sizes) or np.prod(sizes, dtype=float) > MAX_ELEMENTS:
+        raise TFLiteFileError(
+            f"A sparse tensor of the .tflite file is damaged: its dense sizes "
+            f"{sizes} do not fit its shape {list(shape)}. Export it again.")
     order = [int(t) for t in sparsity.traversalOrder]
     block_map = [] if sparsity.blockMap is None else [int(b) for b in sparsity.blockMap]
     position = np.zeros(1, dtype=np.int64)
@@ -258,7 +370,7 @@ def read_tflite_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     path = check_path(path, must_exist=True)
     with open(path, "rb") as f:
-        fb = Flatbuffer(f.read())
+        fb = Flatbuffer(f.read(), path)
     found = {}
     for index, op in enumerate(fb.operators):
         if fb.op_name(op) not in ("FULLY_CONNECTED", "CONV_2D"):
@@ -273,13 +385,19 @@ def read_tflite_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 "float32", "float16", "int8", "uint8", "int16"):
             continue
         values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=dtype)
-        if tensor.sparsity is not None:
-            weight = _decode_sparse(tensor, values)
-        else:
-            weight = values.reshape([int(d) for d in tensor.shape])
+        try:
+            if tensor.sparsity is not None:
+                weight = _decode_sparse(tensor, values)
+            else:
+                weight = values.reshape([int(d) for d in tensor.shape])
+        except _PARSE_ERRORS as error:
+            raise TFLiteFileError(
+                f"{path} is damaged: the weight {_name(tensor.name)!r} cannot "
+                f"be read ({type(error).__name__}: {error}). Export it again."
+            ) from None
         name = _name(tensor.name).split(";")[0]
         found[f"{fb.op_name(op)}#{index}:{name}"] = weight
     return found
 
 
-__all__ = ["read_tflite_weights"]
+__all__ = ["TFLiteFileError", "read_tflite_weights"]
