@@ -38,8 +38,8 @@ from keras_lottery.pruning.options import (
     check_rate,
     check_sparsity,
 )
-from keras_lottery.pruning.pools import keep_count, protected, resolve_pools, select
-from keras_lottery.pruning.report import Group, PrunedWeight, PruneReport, pruned_count
+from keras_lottery.pruning.pools import host_masks, prune_pool, resolve_pools
+from keras_lottery.pruning.report import Group, PrunedWeight, PruneReport
 from keras_lottery.pruning.scores import (
     Criterion,
     Steered,
@@ -99,52 +99,6 @@ def collapse_warning(
     )
 
 
-def _candidates(score, mask, key, units, min_remaining):
-    """A tensor's unit scores with pruned and protected units at +inf.
-
-    Pruned and protected units are never candidates: +inf keeps them out
-    of the k lowest (k never exceeds the candidates).
-    """
-    unit_scores, alive = units.reduce(score, mask, key)
-    candidates = np.where(alive, unit_scores, np.inf)
-    keep = keep_count(min_remaining, alive.size)
-    candidates[protected(unit_scores, alive, keep)] = np.inf
-    held = units.protect(score, mask, key)
-    if held is not None:
-        candidates[held] = np.inf
-    return candidates, alive
-
-
-def _prune_pool(keys, scores, masks, units, min_remaining, rate, sparsity):
-    """New masks of one pool's weights, and the pool's score threshold."""
-    alive_of, candidate_scores = {}, []
-    remaining = units_total = 0
-    for key in keys:
-        candidates, alive = _candidates(
-            scores[key], masks[key], key, units, min_remaining
-        )
-        alive_of[key] = alive
-        units_total += alive.size
-        remaining += int(np.count_nonzero(alive))
-        candidate_scores.append(candidates)
-    flat = candidate_scores[0] if len(keys) == 1 else np.concatenate(candidate_scores)
-    if sparsity is None:
-        wanted = pruned_count(rate, remaining)
-    else:  # zeros wanted minus zeros there, never negative
-        wanted = pruned_count(sparsity, units_total) - (units_total - remaining)
-    k = min(max(wanted, 0), int(np.count_nonzero(np.isfinite(flat))))
-    chosen = select(flat, k)
-    threshold = float(flat[chosen].max()) if k else None
-    offsets = np.cumsum([0] + [c.size for c in candidate_scores])
-    new_masks = {}
-    for i, key in enumerate(keys):
-        local = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])]
-        alive = alive_of[key].copy()
-        alive[local - offsets[i]] = False
-        new_masks[key] = units.expand(alive, masks[key])
-    return new_masks, threshold
-
-
 def _row(key, pool, rate, sparsity, before_mask, after_mask, threshold):
     before = int(np.count_nonzero(before_mask))
     after = int(np.count_nonzero(after_mask))
@@ -175,7 +129,7 @@ def _plan(model, rate, sparsity, *, scope="layer", output_rate=None,
         model, entries, rate, scope, output_rate, rates, groups,
         separate_outputs=sparsity is None,
     )
-    masks = {key: wrapper.get_mask(name) for key, wrapper, name in entries}
+    masks = host_masks(entries)  # bool: a fraction of float masks' passes
     pools: dict[str, list[str]] = {}
     for key, _, _ in entries:
         pools.setdefault(assignment[key][0], []).append(key)
@@ -189,7 +143,7 @@ def _plan(model, rate, sparsity, *, scope="layer", output_rate=None,
             units, invert, None if step == 1 else new_masks)
         new_masks, thresholds = {}, {}
         for keys in pools.values():
-            pool_masks, threshold = _prune_pool(
+            pool_masks, threshold = prune_pool(
                 keys, scores, masks, ranked, min_remaining,
                 scheduled(assignment[keys[0]][1], fraction),
                 scheduled(sparsity, fraction),
@@ -227,7 +181,8 @@ def planned_masks(
     options = check_prune_options(
         prune_options, where="planned_masks", sparsity=sparsity is not None
     )
-    return _plan(model, rate, sparsity, **options)[2]
+    return {k: m.astype("float32") for k, m in _plan(
+        model, rate, sparsity, **options)[2].items()}
 
 
 def prune(
