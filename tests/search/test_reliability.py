@@ -468,3 +468,15 @@ def test_export_problems_are_found_before_conversion(tmp_path, monkeypatch,
     assert main(["export", str(tmp_path / "none.keras"),
                  str(tmp_path / "m.tflite")]) == 1
     assert "No model file at" in capsys.readouterr().err
+
+
+def test_prune_refuses_nan_or_infinite_weights_naming_the_tensor():
+    for bad in (np.nan, np.inf):
+        model = make_model()
+        kernel = model.get_layer("fc").layer.kernel
+        values = keras.ops.convert_to_numpy(kernel).copy()
+        values[0, 0] = bad
+        kernel.assign(values)
+        with pytest.raises(ValueError, match=r"Weight 'fc/kernel' holds NaN or "
+                           r"infinite values.*refusing to prune"):
+            kl.prune(model, 0.5)
