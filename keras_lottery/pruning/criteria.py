@@ -37,6 +37,7 @@ from keras_lottery.pruning.scores import Criterion, register_criterion
 
 def _batches(data, where: str) -> list[tuple]:
     """`data` as a list of `(x, y)` batches: one tuple, or an iterable."""
+    given = data
     if isinstance(data, tuple):
         data = [data]
     elif data is None or isinstance(data, (str, bytes, dict)) or not isinstance(
@@ -51,9 +52,17 @@ def _batches(data, where: str) -> list[tuple]:
         raise ValueError(
             f"{where} scores with data: pass one batch `data=(x, y)` or a "
             "list of such batches (e.g. the first batches of the training "
-            f"set). Received: data of type {type(data).__name__}."
+            f"set), as in prune(..., criterion=kl.{where}(data=(x, y), "
+            f"loss=...)). Received: data={_short(given)}."
         )
     return [tuple(b) for b in data]
+
+
+def _short(value) -> str:
+    if hasattr(value, "shape"):
+        return f"array of shape {tuple(value.shape)}"
+    text = repr(value)
+    return text if len(text) < 60 else text[:57] + "..."
 
 
 def _loss_of(loss, model, where: str):
@@ -72,7 +81,7 @@ def _loss_of(loss, model, where: str):
 class _DataCriterion(Criterion):
     """A criterion of the loss on a few batches, at the current weights."""
 
-    def __init__(self, data, loss=None):
+    def __init__(self, data=None, loss=None):
         self.batches = _batches(data, type(self).__name__)
         if loss is not None and not (isinstance(loss, str) or callable(loss)):
             raise TypeError(
