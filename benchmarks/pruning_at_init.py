@@ -165,7 +165,8 @@ def table(runs, sparsities, methods):
                 if len(accs) > 1:
                     cell += f" ({100 * min(accs):.2f}-{100 * max(accs):.2f})"
                 cells.append(cell)
-            rows.append(f"| {method} | {ablation} | " + " | ".join(cells) + " |")
+            if any(cells):
+                rows.append(f"| {method} | {ablation} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
