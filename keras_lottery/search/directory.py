@@ -251,7 +251,8 @@ class SearchDirectory:
                             foreign)
 
     def check_round(self, round: int, previous: RoundRecord | None = None,
-                    search_id: str | None = None) -> RoundRecord:
+                    search_id: str | None = None,
+                    files: bool = True) -> RoundRecord:
         """The record of a round, after checking that the round is whole:
         its record belongs to this search at this position, and each of its
         files exists and matches its checksum (rounds saved before ids
@@ -283,7 +284,8 @@ class SearchDirectory:
                 f"{100 * record.remaining:.2f}% of weights remaining after "
                 f"{100 * previous.remaining:.2f}% (a round of another search).",
                 True)
-        for name, digest in (check or {}).get("files", {}).items():
+        listed = (check or {}).get("files", {}) if files else {}
+        for name, digest in listed.items():
             file = self.path / name
             if not file.is_file():
                 raise self._damaged(file, round, "is missing.")
@@ -293,8 +295,9 @@ class SearchDirectory:
         return record
 
     def finished_rounds(self, upto: int | None = None) -> list[int]:
-        """The finished rounds (whole, see `check_round`), in order, up to
-        round `upto` if given. A damaged last round is left out with a
+        """The finished rounds (their records checked, see `check_round`;
+        not their files, so that this stays cheap), in order, up to round
+        `upto` if given. A damaged last round is left out with a
         warning (it counts as unfinished; a resumed search redoes it).
 
         Raises:
@@ -302,10 +305,12 @@ class SearchDirectory:
                 the message names the file and how to read the rounds
                 before it.
         """
-        return [r.round for r in self.read_records(upto)]
+        return [r.round for r in self.read_records(upto, files=False)]
 
-    def read_records(self, upto: int | None = None) -> list[RoundRecord]:
-        """The records of `finished_rounds(upto)`."""
+    def read_records(self, upto: int | None = None,
+                     files: bool = True) -> list[RoundRecord]:
+        """The records of `finished_rounds(upto)`; with `files`, each
+        round's files are checked against their checksums too."""
         rounds = [r for r in self._round_files() if upto is None or r <= upto]
         if not rounds:
             return []
@@ -317,7 +322,7 @@ class SearchDirectory:
                     raise self._damaged(Path(f"{self._stem(round)}.json"), round,
                                         "is missing.")
                 records.append(self.check_round(
-                    round, records[-1] if records else None, search_id))
+                    round, records[-1] if records else None, search_id, files))
             except RoundDamagedError as error:
                 if round == rounds[-1] and not error.foreign:
                     warnings.warn(
