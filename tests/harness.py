@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from conftest import BACKEND
 from keras import ops
 
 import keras_lottery as kl
+from keras_lottery._internal.gradients import gradients
 
 
 def flat(outputs) -> list:
@@ -27,43 +27,19 @@ def outputs_and_gradients(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """`layer(*inputs)` and the gradients of its sum w.r.t. raw `variables`.
 
-    The one per-backend helper of the suite. `variables` are Keras variables
-    among `layer.trainable_variables` (for a wrapper: the wrapped layer's
-    own, unmasked variables). Returns NumPy arrays.
+    The one per-backend helper of the suite, on the package's own
+    (`keras_lottery._internal.gradients`, which SNIP, GraSP and SynFlow
+    use). `variables` are Keras variables among `layer.trainable_variables`
+    (for a wrapper: the wrapped layer's own, unmasked variables). Returns
+    NumPy arrays.
     """
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
 
-        with tf.GradientTape() as tape:
-            outputs = flat(layer(*inputs, **kwargs))
-            loss = sum(ops.sum(o) for o in outputs)
-        grads = tape.gradient(loss, [v.value for v in variables])
-        grads = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices too
-    elif BACKEND == "jax":
-        import jax
-
-        trainable = list(layer.trainable_variables)
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-        index = {id(v): i for i, v in enumerate(trainable)}
-
-        def total(values):
-            out, _ = layer.stateless_call(values, non_trainable, *inputs, **kwargs)
-            out = flat(out)
-            return sum(ops.sum(o) for o in out), out
-
-        (_, outputs), grads = jax.value_and_grad(total, has_aux=True)(
-            [v.value for v in trainable]
-        )
-        grads = [grads[index[id(v)]] for v in variables]
-    elif BACKEND == "torch":
-        for v in variables:
-            v.value.grad = None
+    def total():
         outputs = flat(layer(*inputs, **kwargs))
-        sum(ops.sum(o) for o in outputs).backward()
-        grads = [v.value.grad for v in variables]
-    else:
-        raise NotImplementedError(BACKEND)
-    return numpy_list(outputs), numpy_list(grads)
+        return sum(ops.sum(o) for o in outputs), outputs
+
+    (_, outputs), grads = gradients(total, list(variables), has_aux=True)
+    return numpy_list(outputs), grads
 
 
 def numpy_list(outputs) -> list[np.ndarray]:

@@ -45,20 +45,20 @@ def _tensorflow(fn, variables, vectors):
     values = [v.value for v in variables]
     with tf.GradientTape() as outer:
         with tf.GradientTape() as inner:
-            value = fn()
+            value, aux = fn()
         grads = [
             tf.convert_to_tensor(g) if g is not None else None  # IndexedSlices
             for g in inner.gradient(value, values)
         ]
         if vectors is None:
-            return value, grads
+            return value, aux, grads
         dot = tf.add_n([
             tf.reduce_sum(g * tf.cast(u, g.dtype))
             for g, u in zip(grads, vectors) if g is not None
         ] or [tf.constant(0.0)])
     product = outer.gradient(dot, values)
-    return value, [tf.convert_to_tensor(p) if p is not None else None
-                   for p in product]
+    return value, aux, [tf.convert_to_tensor(p) if p is not None else None
+                        for p in product]
 
 
 def _jax(fn, variables, vectors):
@@ -70,68 +70,80 @@ def _jax(fn, variables, vectors):
             return fn()
 
     values = [v.value for v in variables]
-    value, grads = jax.value_and_grad(pure)(values)
+    (value, aux), grads = jax.value_and_grad(pure, has_aux=True)(values)
     if vectors is None:
-        return value, grads
+        return value, aux, grads
 
     def dot(values):
         return sum(
             jnp.vdot(g, jnp.asarray(u, g.dtype))
-            for g, u in zip(jax.grad(pure)(values), vectors)
+            for g, u in zip(jax.grad(pure, has_aux=True)(values)[0], vectors)
         )
 
-    return value, jax.grad(dot)(values)
+    return value, aux, jax.grad(dot)(values)
 
 
 def _torch(fn, variables, vectors):
     import torch
 
     values = [v.value for v in variables]
-    value = fn()
+    value, aux = fn()
     grads = torch.autograd.grad(
         value, values, create_graph=vectors is not None, allow_unused=True
     )
     if vectors is None:
-        return value, grads
+        return value, aux, grads
     dot = sum(
         (g * torch.as_tensor(u, dtype=g.dtype, device=g.device)).sum()
         for g, u in zip(grads, vectors) if g is not None
     )
     if not torch.is_tensor(dot) or not dot.requires_grad:
-        return value, [None] * len(values)
-    return value, torch.autograd.grad(dot, values, allow_unused=True)
+        return value, aux, [None] * len(values)
+    return value, aux, torch.autograd.grad(dot, values, allow_unused=True)
 
 
 _BACKENDS = {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}
 
 
-def _run(fn, variables, vectors):
+def _run(fn, variables, vectors, has_aux=False):
     backend = keras.backend.backend()
     if backend not in _BACKENDS:
         raise NotImplementedError(
             f"Gradients are computed on the TensorFlow, JAX and PyTorch "
             f"backends. Received: backend {backend!r}."
         )
-    value, out = _BACKENDS[backend](fn, list(variables), vectors)
-    return float(ops.convert_to_numpy(value)), _numpy(out, variables)
+    pair = fn if has_aux else (lambda: (fn(), None))
+    value, aux, out = _BACKENDS[backend](pair, list(variables), vectors)
+    value = float(ops.convert_to_numpy(value))
+    if has_aux:
+        value = (value, keras.tree.map_structure(
+            lambda a: np.asarray(ops.convert_to_numpy(a)), aux))
+    return value, _numpy(out, variables)
 
 
 def gradients(
-    fn: Callable[[], object], variables: Sequence[keras.Variable]
+    fn: Callable[[], object],
+    variables: Sequence[keras.Variable],
+    *,
+    has_aux: bool = False,
 ) -> tuple[float, list[np.ndarray]]:
     """`fn()` and its gradients with respect to `variables`, as NumPy.
 
     Args:
         fn: Takes no argument and returns a scalar tensor computed from
-            the current values of `variables` (e.g. a model's loss).
+            the current values of `variables` (e.g. a model's loss); with
+            `has_aux`, a pair `(scalar, aux)` of which only the scalar is
+            differentiated (e.g. `aux` the model's outputs).
         variables: Keras variables (trainable ones: the backends only
             differentiate those).
+        has_aux: Whether `fn` returns `(scalar, aux)`.
 
     Returns:
-        The value of `fn()` and one gradient per variable (zeros for a
-        variable `fn` does not read).
+        The value of `fn()` (with `has_aux`: `(value, aux)`, `aux` as
+        NumPy) and one gradient per variable (zeros for a variable `fn`
+        does not read).
     """
-    return _run(fn, variables, None)
+    return _run(fn, variables, None, has_aux)
 
 
 def hessian_vector_product(
