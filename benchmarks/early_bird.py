@@ -13,14 +13,19 @@ Short budget (2 shared CPU cores): --train images, --epochs of dense
 training (Adam 1.2e-3, batch 60), --retrain epochs per ticket, test
 accuracy on --test images.
 
+`--model conv` runs the ConvNet of examples/conv_mnist_late_rewind.py
+instead, its masks drawn by output channel (`granularity="channel"`, as the
+paper prunes channels).
+
 Usage:
 
-    python benchmarks/early_bird.py [--train 10000] [--epochs 15] \\
-        [--retrain 5] [--test 5000]
+    python benchmarks/early_bird.py [--model lenet|conv] [--train 10000] \\
+        [--epochs 15] [--retrain 5] [--test 5000]
 
-writes benchmarks/results/early_bird_<backend>.json and
-docs/img/early_bird_lenet.png. MNIST: $KERAS_LOTTERY_MNIST or
-../shared/data/mnist.npz (nothing is downloaded).
+writes benchmarks/results/early_bird_<backend>.json (early_bird_conv_... for
+the ConvNet) and docs/img/early_bird_lenet.png (early_bird_conv.png).
+MNIST: $KERAS_LOTTERY_MNIST or ../shared/data/mnist.npz (nothing is
+downloaded).
 """
 
 from __future__ import annotations
@@ -39,19 +44,33 @@ from _common import RESULTS, ROOT, load_flat_mnist
 SPARSITIES = (0.8, 0.95)
 
 
-def lenet(seed: int):
+def build(kind: str, seed: int):
+    """LeNet-300-100, or the ConvNet of examples/conv_mnist_late_rewind.py."""
     import keras
 
     import keras_lottery as kl
 
     keras.utils.set_random_seed(seed)
     init = keras.initializers.GlorotNormal
-    model = kl.wrap(keras.Sequential([
-        keras.Input((784,)),
-        keras.layers.Dense(300, activation="relu", kernel_initializer=init()),
-        keras.layers.Dense(100, activation="relu", kernel_initializer=init()),
-        keras.layers.Dense(10, kernel_initializer=init()),
-    ], name="lenet_300_100"))
+    if kind == "lenet":
+        layers = [
+            keras.Input((784,)),
+            keras.layers.Dense(300, activation="relu", kernel_initializer=init()),
+            keras.layers.Dense(100, activation="relu", kernel_initializer=init()),
+            keras.layers.Dense(10, kernel_initializer=init()),
+        ]
+    else:
+        layers = [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu", name="conv2"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu", name="fc"),
+            keras.layers.Dense(10, name="output"),
+        ]
+    model = kl.wrap(keras.Sequential(layers, name=kind))
     model.compile(
         keras.optimizers.Adam(1.2e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -60,7 +79,7 @@ def lenet(seed: int):
     return model
 
 
-def plot(birds, path: Path) -> None:
+def plot(birds, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,7 +98,7 @@ def plot(birds, path: Path) -> None:
     ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    ax.set_title("LeNet-300-100, MNIST: early-bird mask distance")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -91,6 +110,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--test", type=int, default=5_000)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--retrain", type=int, default=5)
+    parser.add_argument("--model", choices=("lenet", "conv"), default="lenet",
+                        help="conv: the ConvNet of examples/"
+                        "conv_mnist_late_rewind.py, its masks drawn by "
+                        "output channel (granularity='channel')")
     args = parser.parse_args(argv)
 
     import keras
@@ -102,10 +125,18 @@ def main(argv=None) -> dict:
 
     x, y, data = load_flat_mnist(args.train)
     xt, yt, _ = load_flat_mnist(args.test, split="test")
+    options = {}
+    if args.model == "conv":
+        x, xt = x.reshape(-1, 28, 28, 1), xt.reshape(-1, 28, 28, 1)
+        # Channels of every layer but the output one (whose channels are
+        # the classes): one prune step at rate s from dense is sparsity s.
+        options = {"granularity": "channel", "output_rate": 0.0}
     began = time.perf_counter()
-    model = lenet(0)
+    model = build(args.model, 0)
     base = copy_model(model)  # theta_0
-    birds = {s: kl.EarlyBird(sparsity=s, stop=False) for s in SPARSITIES}
+    amount = "sparsity" if args.model == "lenet" else "rate"
+    birds = {s: kl.EarlyBird(stop=False, **{amount: s}, **options)
+             for s in SPARSITIES}
     keras.utils.set_random_seed(0)
     history = model.fit(x, y, batch_size=60, epochs=args.epochs, verbose=0,
                         callbacks=list(birds.values()))
@@ -123,7 +154,7 @@ def main(argv=None) -> dict:
 
     rows = []
     for sparsity, bird in birds.items():
-        end_masks = planned_masks(model, sparsity=sparsity)
+        end_masks = planned_masks(model, **{amount: sparsity}, **options)
         row = {
             "sparsity": sparsity,
             "distances": [None if math.isnan(d) else d for d in bird.distances],
@@ -139,8 +170,10 @@ def main(argv=None) -> dict:
               f"{bird.fired_epoch}; ticket accuracy at that epoch "
               f"{row.get('early_bird_accuracy')}, at the end "
               f"{row['end_accuracy']:.4f}")
-    img = ROOT / "docs" / "img" / "early_bird_lenet.png"
-    plot(birds, img)
+    name = "lenet" if args.model == "lenet" else "conv"
+    img = ROOT / "docs" / "img" / f"early_bird_{name}.png"
+    plot(birds, img, f"{'LeNet-300-100' if name == 'lenet' else 'ConvNet'}, "
+         "MNIST: early-bird mask distance")
     entry = {
         "backend": keras.backend.backend(),
         "date": datetime.date.today().isoformat(),
@@ -149,13 +182,15 @@ def main(argv=None) -> dict:
                    "dense_epochs": args.epochs, "retrain_epochs": args.retrain,
                    "batch_size": 60, "optimizer": "Adam 1.2e-3",
                    "patience": 5, "threshold": 0.1,
-                   "criterion": "magnitude, layer-wise, sparsity mode"},
+                   "criterion": f"magnitude, layer-wise, {amount} mode",
+                   "model": args.model, **options},
         "dense_test_accuracy": float(dense["accuracy"]),
         "dense_history_accuracy": history.history["accuracy"],
         "rows": rows,
         "seconds": time.perf_counter() - began,
     }
-    out = RESULTS / f"early_bird_{keras.backend.backend()}.json"
+    suffix = "" if name == "lenet" else "_conv"
+    out = RESULTS / f"early_bird{suffix}_{keras.backend.backend()}.json"
     out.write_text(json.dumps(entry, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)} and {img.relative_to(ROOT)} "
           f"in {entry['seconds']:.0f}s")
