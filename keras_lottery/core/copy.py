@@ -24,24 +24,36 @@ def _clone_layer_with_weights(layer, weights=None):
     return clone
 
 
-def _clone(model, transform: Callable[[keras.layers.Layer], object]):
+def _clone(
+    model, transform: Callable[[keras.layers.Layer], object], *, compiled=True
+):
     """Clones a Sequential/functional model, `transform` picking each layer.
 
     `transform(layer)` returns the new layer, or None to copy it as is.
     Operation nodes (`x + y`, `x[..., 0]`) hold no state and are reused.
+    `keras.models.clone_model` compiles the clone of a compiled model;
+    `compiled=False` leaves it uncompiled (`model.compiled` is set aside
+    while it runs).
     """
 
     def clone_function(layer):
         if not isinstance(layer, keras.layers.Layer):
             return layer  # an operation node
         if isinstance(layer, keras.Model):
-            return _clone(layer, transform)
+            return _clone(layer, transform, compiled=compiled)
         result = transform(layer)
         if result is None:
             return _clone_layer_with_weights(layer)
         return result
 
-    clone = keras.models.clone_model(model, clone_function=clone_function)
+    set_aside = not compiled and getattr(model, "compiled", False)
+    if set_aside:
+        model.compiled = False
+    try:
+        clone = keras.models.clone_model(model, clone_function=clone_function)
+    finally:
+        if set_aside:
+            model.compiled = True
     if not clone.built and model.built:
         clone.build_from_config(model.get_build_config())
     return clone
@@ -126,15 +138,22 @@ def copy_model(model: keras.Model) -> keras.Model:
     return copy
 
 
-def strip(model: keras.Model) -> keras.Model:
+def strip(model: keras.Model, *, compile: bool = False) -> keras.Model:
     """Returns a plain Keras model with every wrapper removed.
 
     Pruned weights are exactly 0.0 in the result, which has the original
     layer types and the same predictions as `model`; it saves and exports
     without keras_lottery installed. `model` itself is left as it is.
 
+    The result is not compiled (as tfmot's `strip_pruning`), so its
+    `.keras` file holds the weights alone, without optimizer variables.
+    Pass `compile=True` (or call `compile` on it) to evaluate or fine-tune
+    it: it is then compiled as `model` was, with a new optimizer (no state
+    carried over).
+
     Args:
         model: A built model of any kind, wrapped or not.
+        compile: Compile the result with `model`'s compile arguments.
 
     Returns:
         A new `keras.Model` without `PrunableWrapper`s.
@@ -149,8 +168,21 @@ def strip(model: keras.Model) -> keras.Model:
     >>> kernel = keras.ops.convert_to_numpy(plain.layers[0].kernel)
     >>> type(plain.layers[0]).__name__, float(np.abs(kernel).sum())
     ('Dense', 0.0)
+    >>> plain.compiled
+    False
     """
     check_model(model)
+    if not isinstance(compile, bool):
+        raise TypeError(
+            f"`compile` must be True or False. Received: compile={compile!r}"
+        )
+    stripped = _strip(model)
+    if compile and getattr(model, "compiled", False):
+        stripped.compile_from_config(model.get_compile_config())
+    return stripped
+
+
+def _strip(model: keras.Model) -> keras.Model:
     if not is_rebuildable(model):
         return _fresh_copy(model)
 
@@ -168,4 +200,4 @@ def strip(model: keras.Model) -> keras.Model:
         ]
         return _clone_layer_with_weights(inner, weights)
 
-    return _clone(model, transform)
+    return _clone(model, transform, compiled=False)

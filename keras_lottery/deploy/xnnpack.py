@@ -166,7 +166,9 @@ class XnnpackSparseReport:
         for name, value in self.sparsity.items():
             mark = "" if value > XNNPACK_SPARSITY else "  (needs > 66.7%)"
             lines.append(f"  1x1 {name}: {100 * value:.1f}% zeros{mark}")
-        lines += [f"  {layer}: {reason}" for layer, reason in self.problems]
+        # An under-pruned 1x1 convolution is named once, on its line above.
+        lines += [f"  {layer}: {reason}" for layer, reason in self.problems
+                  if self.sparsity.get(layer, 1.0) > XNNPACK_SPARSITY]
         return "\n".join(lines)
 
 

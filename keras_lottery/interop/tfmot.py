@@ -11,8 +11,10 @@ sets the weights, wraps it (`keras_lottery.wrap`) and sets the masks.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import keras
@@ -21,40 +23,16 @@ import numpy as np
 from keras_lottery._internal.child import call_child
 from keras_lottery.core.model import wrappers
 from keras_lottery.core.wrap import wrap
-from keras_lottery.pruning.masks import set_masks
-
-#: Layer types `from_tfmot` rebuilds (their tf_keras configs load in Keras 3).
-SUPPORTED_LAYERS = (
-    "InputLayer",
-    "Dense",
-    "Conv1D",
-    "Conv2D",
-    "MaxPooling1D",
-    "MaxPooling2D",
-    "AveragePooling1D",
-    "AveragePooling2D",
-    "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D",
-    "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D",
-    "ZeroPadding2D",
-    "Flatten",
-    "Dropout",
-    "Reshape",
-    "Activation",
-    "ReLU",
-    "Softmax",
-    "BatchNormalization",
-    "Add",
-    "Concatenate",
+from keras_lottery.interop.tfmot_build import (
+    SUPPORTED_LAYERS,
+    build_functional,
+    build_sequential,
+    check_supported,
 )
+from keras_lottery.pruning.masks import set_masks
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _ZIP_SIGNATURE = b"PK\x03\x04"
-
-# Keys of a tf_keras layer config that Keras 3 layers do not take; the
-# input shape they carry is read from the model itself.
-_LEGACY_KEYS = ("batch_input_shape", "input_shape", "input_dim", "batch_size")
 
 # Runs in the child process, `python -c _CHILD request.json response.json`,
 # through `call_child`: the request names the model and the output
@@ -117,6 +95,7 @@ def describe(request):
             "weights": [w.name for w in inner.weights],
             "masks": masked,
             "pruned_by_tfmot": bool(is_wrapper and masked),
+            "wrapped_by_tfmot": bool(is_wrapper),
         })
     config = model.get_config()
     payload = {
@@ -191,111 +170,38 @@ def _describe(path: Path, directory: Path, timeout: float) -> dict:
     return description
 
 
-def _layer_config(record: dict) -> dict:
-    """A tf_keras layer config, translated to what the Keras 3 layer takes."""
-    config = {k: v for k, v in record["config"].items() if k not in _LEGACY_KEYS}
-    dtype = config.get("dtype")
-    if isinstance(dtype, dict):  # a serialized dtype policy
-        config["dtype"] = dtype.get("config", {}).get("name", "float32")
-    if record["class_name"] == "BatchNormalization":
-        axis = config.get("axis")
-        if isinstance(axis, list):  # tf_keras stores [axis]
-            if len(axis) != 1:
-                raise ValueError(
-                    f"Layer '{record['name']}' normalizes over axes {axis}; "
-                    "Keras 3 BatchNormalization takes a single axis."
-                )
-            config["axis"] = axis[0]
-    return config
-
-
-def _check_supported(records: list[dict], path: Path) -> None:
-    unknown = sorted(
-        {r["class_name"] for r in records} - set(SUPPORTED_LAYERS)
-    )
-    if unknown:
-        names = [r["name"] for r in records if r["class_name"] in unknown]
-        raise ValueError(
-            f"from_tfmot cannot rebuild {path}: layer type(s) {unknown} "
-            f"(layers {names}) are not supported. Supported layer types: "
-            f"{', '.join(SUPPORTED_LAYERS)}. Rebuild the model with Keras 3 "
-            "layers and copy its weights, then keras_lottery.wrap it."
-        )
-
-
-def _make_layer(record: dict) -> keras.layers.Layer:
-    cls = getattr(keras.layers, record["class_name"])
+def _keras3_file(path: Path) -> bool:
+    """Whether `path` is a `.keras` file written by Keras 3."""
     try:
-        return cls.from_config(_layer_config(record))
-    except Exception as error:
-        raise ValueError(
-            f"Could not rebuild layer '{record['name']}' "
-            f"({record['class_name']}) in Keras 3 from its tf_keras config: "
-            f"{type(error).__name__}: {error}"
-        ) from error
+        with zipfile.ZipFile(path) as archive:
+            metadata = json.loads(archive.read("metadata.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        return False
+    return str(metadata.get("keras_version", "")).startswith("3")
 
 
-def _input(spec: dict) -> keras.KerasTensor:
-    return keras.Input(
-        batch_shape=tuple(spec["batch_shape"]),
-        dtype=spec.get("dtype") or "float32",
-        name=spec.get("name"),
-    )
+def _to_wrap(records: list[dict], arrays: dict, layers: str) -> list[str] | None:
+    """The layers `layers="pruned"` wraps (None: every prunable layer)."""
+    if layers == "all":
+        return None
+    if any(r.get("wrapped_by_tfmot") for r in records):
+        return [r["name"] for r in records if r.get("pruned_by_tfmot")]
+    # No tfmot wrapper in the file (strip_pruning ran, or it never was
+    # pruned): the layers holding exact zeros, or all of them if none does.
+    zeros = {key.split("/")[0] for key, value in arrays.items()
+             if key.split("/")[1] == "weight" and value.ndim >= 2
+             and not np.all(value)}
+    return [r["name"] for r in records if r["name"] in zeros] or None
 
 
-def _build_sequential(description: dict) -> keras.Model:
-    layers = [
-        _make_layer(r) for r in description["layers"]
-        if r["class_name"] != "InputLayer"
-    ]
-    return keras.Sequential(
-        [_input(description["input"]), *layers], name=description["name"]
-    )
-
-
-def _build_functional(description: dict) -> keras.Model:
-    tensors: dict[tuple, object] = {}
-    pending = list(description["layers"])
-    while pending:
-        left = []
-        for record in pending:
-            nodes = record["inbound_nodes"]
-            if record["class_name"] == "InputLayer":
-                config = record["config"]
-                tensors[(record["name"], 0, 0)] = _input({
-                    "batch_shape": config["batch_input_shape"],
-                    "dtype": config.get("dtype"),
-                    "name": record["name"],
-                })
-                continue
-            if not all(tuple(i[:3]) in tensors for node in nodes for i in node):
-                left.append(record)
-                continue
-            layer = _make_layer(record)
-            for index, node in enumerate(nodes):
-                args = [tensors[tuple(i[:3])] for i in node]
-                kwargs = node[0][3] if node and len(node[0]) > 3 else {}
-                outputs = layer(args[0] if len(args) == 1 else args, **kwargs)
-                if not isinstance(outputs, (list, tuple)):
-                    outputs = [outputs]
-                for j, tensor in enumerate(outputs):
-                    tensors[(record["name"], index, j)] = tensor
-        if len(left) == len(pending):
-            raise ValueError(
-                "from_tfmot could not resolve the inputs of layers "
-                f"{[r['name'] for r in left]} in the saved functional graph."
-            )
-        pending = left
-    inputs = [tensors[tuple(i)] for i in description["inputs"]]
-    outputs = [tensors[tuple(o)] for o in description["outputs"]]
-    return keras.Model(
-        inputs[0] if len(inputs) == 1 else inputs,
-        outputs[0] if len(outputs) == 1 else outputs,
-        name=description["name"],
-    )
-
-
-def from_tfmot(path: str | os.PathLike, *, timeout: float = 600.0) -> keras.Model:
+def from_tfmot(
+    path: str | os.PathLike,
+    *,
+    layers: str = "pruned",
+    include=None,
+    exclude=None,
+    timeout: float = 600.0,
+) -> keras.Model:
     """Loads a tf_keras model pruned with tfmot as a wrapped Keras 3 model.
 
     Reads a Sequential or functional tf_keras model saved as `.h5`,
@@ -319,13 +225,27 @@ def from_tfmot(path: str | os.PathLike, *, timeout: float = 600.0) -> keras.Mode
     To rewind elsewhere, assign the weights you want and call
     `keras_lottery.capture_init(model)`.
 
-    Supported layer types are listed in `SUPPORTED_LAYERS` (Dense, Conv1D,
-    Conv2D, pooling, Flatten, Dropout, Reshape, activations,
-    BatchNormalization, Add, Concatenate, ...).
+    Which layers are wrapped: by default (`layers="pruned"`) the layers
+    tfmot pruned, so a layer tfmot left dense stays a plain layer, never
+    pruned by keras-lottery either. In a file saved after `strip_pruning`
+    (no tfmot wrapper left) these are the layers whose weights hold exact
+    zeros, and every prunable layer when none does (a dense model).
+    `layers="all"` wraps every prunable layer; `include` (which then
+    replaces `layers`) and `exclude` select layers by name or class, as in
+    `keras_lottery.wrap`.
+
+    Supported layer types are listed in `SUPPORTED_LAYERS`: every layer
+    type tfmot prunes that Keras 3 has (Dense, Conv1D/2D/3D,
+    DepthwiseConv2D, SeparableConv1D/2D, Conv2DTranspose, Embedding), and
+    pooling, Flatten, Dropout, Reshape, activations, BatchNormalization,
+    UpSampling2D and the merge layers.
 
     Args:
         path: A `.h5` / `.keras` file or a SavedModel directory written by
             tf_keras.
+        layers: `"pruned"` (the layers tfmot pruned) or `"all"`.
+        include: Layer names or classes to wrap, instead of `layers`.
+        exclude: Layer names or classes not to wrap.
         timeout: Seconds the child process may take.
 
     Returns:
@@ -334,8 +254,9 @@ def from_tfmot(path: str | os.PathLike, *, timeout: float = 600.0) -> keras.Mode
 
     Raises:
         FileNotFoundError: If `path` does not exist.
-        ValueError: If `path` is not a tf_keras model, or holds layer types
-            or nested models that are not supported.
+        ValueError: If `path` is not a tf_keras model (a Keras 3 `.keras`
+            file is named as one: load it with `keras.saving.load_model`),
+            or holds layer types or nested models that are not supported.
         ImportError: If tf_keras is not installed.
 
     Example:
@@ -357,6 +278,17 @@ def from_tfmot(path: str | os.PathLike, *, timeout: float = 600.0) -> keras.Mode
             f"{path} is a directory without saved_model.pb, so it is not a "
             "SavedModel. Pass a SavedModel directory, or a .h5 / .keras file."
         )
+    if layers not in ("pruned", "all"):
+        raise ValueError(
+            "`layers` says which layers to wrap: 'pruned' (those tfmot "
+            f"pruned) or 'all'. Received: layers={layers!r}"
+        )
+    if path.is_file() and _keras3_file(path):
+        raise ValueError(
+            f"{path} was saved by Keras 3, not tf_keras, so from_tfmot does "
+            "not read it: use keras.saving.load_model (or "
+            "keras_lottery.load_model for a model saved wrapped)."
+        )
     if path.is_file():
         with open(path, "rb") as f:
             head = f.read(8)
@@ -371,11 +303,11 @@ def from_tfmot(path: str | os.PathLike, *, timeout: float = 600.0) -> keras.Mode
         with np.load(Path(tmp) / "arrays.npz", allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     records = description["layers"]
-    _check_supported(records, path)
+    check_supported(records, path)
     if description["kind"] == "sequential":
-        model = _build_sequential(description)
+        model = build_sequential(description)
     else:
-        model = _build_functional(description)
+        model = build_functional(description)
 
     for record in records:
         if record["class_name"] == "InputLayer":
@@ -394,7 +326,12 @@ def from_tfmot(path: str | os.PathLike, *, timeout: float = 600.0) -> keras.Mode
             )
         layer.set_weights(values)
 
-    wrapped = wrap(model)  # the loaded weights become the rewind point
+    if include is None:
+        include = _to_wrap(records, arrays, layers)
+        if include == []:
+            return model  # tfmot pruned no layer: nothing to wrap
+    # The loaded weights become the rewind point.
+    wrapped = wrap(model, include=include, exclude=exclude)
     masks = {}
     for key, wrapper in wrappers(wrapped).items():
         inner = wrapper.layer
@@ -409,3 +346,6 @@ def from_tfmot(path: str | os.PathLike, *, timeout: float = 600.0) -> keras.Mode
     if masks:
         set_masks(wrapped, masks)
     return wrapped
+
+
+__all__ = ["SUPPORTED_LAYERS", "from_tfmot"]

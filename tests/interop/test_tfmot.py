@@ -101,6 +101,25 @@ fit(pruned, x, rng.integers(0, 3, 16))
 pruned.save(os.path.join(out, "zoo.h5"))
 save_expected("zoo", pruned, x)
 
+# MobileNet-like (tfmot's XNNPACK tutorial): a DepthwiseConv2D and a 1x1
+# conv given to prune_low_magnitude (tfmot wraps the depthwise conv but
+# prunes none of its weights), the stem conv and the head left dense.
+inp = k.Input((8, 8, 3))
+h = L.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
+h = L.DepthwiseConv2D(3, padding="same", name="dw")(h)
+h = L.Conv2D(16, 1, activation="relu", name="pw")(h)
+h = L.GlobalAveragePooling2D()(h)
+mobile = k.Model(inp, L.Dense(4, name="head")(h))
+pruned = k.models.clone_model(mobile, clone_function=lambda layer: (
+    sparsity.prune_low_magnitude(
+        layer, pruning_schedule=sparsity.ConstantSparsity(0.5, 0, frequency=1))
+    if layer.name in ("dw", "pw") else layer.__class__.from_config(
+        layer.get_config())))
+x = rng.random((16, 8, 8, 3)).astype("float32")
+fit(pruned, x, rng.integers(0, 4, 16))
+pruned.save(os.path.join(out, "mobile.h5"))
+save_expected("mobile", pruned, x)
+
 # Not supported: a LayerNormalization.
 k.Sequential([L.InputLayer((4,)), L.Dense(3), L.LayerNormalization()]).save(
     os.path.join(out, "unsupported.h5"))
@@ -224,6 +243,71 @@ def test_loaded_model_prunes_rewinds_and_strips(tfmot_dir):
     )
 
 
+def test_depthwise_and_layers_tfmot_left_dense(tfmot_dir):
+    model = load(tfmot_dir, "mobile.h5")
+    ref = expected(tfmot_dir, "mobile")
+    assert sorted(wrappers(model)) == ["pw"]  # only what tfmot pruned
+    assert type(model.get_layer("dw")).__name__ == "DepthwiseConv2D"
+    assert type(model.get_layer("stem")).__name__ == "Conv2D"
+    assert type(model.get_layer("head")).__name__ == "Dense"
+    check_same_model(model, ref)
+    # Told otherwise: every prunable layer, or a selection.
+    everything = from_tfmot(tfmot_dir / "mobile.h5", layers="all", exclude="head")
+    assert sorted(wrappers(everything)) == ["dw", "pw", "stem"]
+    chosen = from_tfmot(tfmot_dir / "mobile.h5", include=["pw", "dw"])
+    assert sorted(wrappers(chosen)) == ["dw", "pw"]
+    masks = kl.get_masks(chosen)
+    assert masks["dw/kernel"].all()  # never pruned: its nonzeros, all of them
+    np.testing.assert_array_equal(masks["pw/kernel"], ref["mask/pw"])
+    np.testing.assert_allclose(
+        numpy(chosen.predict(ref["x"], verbose=0)), ref["y"], atol=1e-5)
+    with pytest.raises(ValueError, match=r"'pruned'.*Received: layers='some'"):
+        from_tfmot(tfmot_dir / "mobile.h5", layers="some")
+
+
+def test_a_keras3_file_is_sent_to_keras_load_model(tmp_path):
+    path = tmp_path / "model.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(path)
+    with pytest.raises(ValueError, match=r"Keras 3.*keras\.saving\.load_model"):
+        from_tfmot(path)
+
+
+def test_stripped_keras_file_has_no_optimizer_state(tmp_path):
+    import zipfile
+
+    import h5py
+
+    def build():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((32,)), keras.layers.Dense(64),
+                                 keras.layers.Dense(10)])
+
+    x = np.ones((8, 32), "float32")
+    y = np.ones((8, 10), "float32")
+    model = kl.wrap(build())
+    model.compile(keras.optimizers.Adam(), "mse")
+    model.fit(x, y, verbose=0)
+    kl.prune(model, 0.5)
+    plain = kl.strip(model)
+    assert not plain.compiled
+    plain.save(tmp_path / "stripped.keras")
+    build().save(tmp_path / "never_compiled.keras")
+    with zipfile.ZipFile(tmp_path / "stripped.keras") as archive:
+        archive.extract("model.weights.h5", tmp_path)
+    with h5py.File(tmp_path / "model.weights.h5") as weights:
+        names = []
+        weights.visit(names.append)
+    assert not [n for n in names if n.startswith("optimizer")], names
+    sizes = [os.path.getsize(tmp_path / f)
+             for f in ("stripped.keras", "never_compiled.keras")]
+    assert abs(sizes[0] - sizes[1]) < 0.05 * sizes[1], sizes
+    again = kl.strip(model, compile=True)  # to evaluate or fine-tune
+    assert again.compiled and again.optimizer is not model.optimizer
+    assert int(numpy(again.optimizer.iterations)) == 0
+    with pytest.raises(TypeError, match="Received: compile='yes'"):
+        kl.strip(model, compile="yes")
+
+
 def test_unsupported_layer_is_named(tfmot_dir):
     with pytest.raises(ValueError, match=r"LayerNormalization.*not supported"):
         from_tfmot(tfmot_dir / "unsupported.h5")
@@ -242,3 +326,17 @@ def test_not_a_model(tmp_path):
         from_tfmot(tmp_path / "missing.h5")
     with pytest.raises(ValueError, match=r"saved_model\.pb"):
         from_tfmot(tmp_path)
+
+
+def test_check_xnnpack_sparse_names_an_under_pruned_conv_once():
+    # tfmot's PruneForLatencyOnXNNPack counterpart, on a plain Keras 3 model.
+    from keras_lottery.deploy.xnnpack import check_xnnpack_sparse
+
+    x = keras.Input((16, 16, 3))
+    h = keras.layers.ZeroPadding2D(1)(x)
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(h)
+    h = keras.layers.Conv2D(16, 1, activation="relu", name="pw")(h)
+    h = keras.layers.GlobalAveragePooling2D(keepdims=True)(h)
+    text = str(check_xnnpack_sparse(keras.Model(x, h)))
+    assert text.count("pw") == 1, text
+    assert "needs > 66.7%" in text
