@@ -187,9 +187,10 @@ def test_prune_highest_inverts_the_ranking_and_reaches_every_entry_point():
 
 
 def test_prune_highest_keeps_min_remaining_of_the_lowest_and_channels():
-    model = kl.wrap(mlp((4, 4)))
+    model = kl.wrap(mlp((4, 4, 2)))  # the hidden layer's channels
     kernel = np.arange(1, 17, dtype="float32").reshape(4, 4)
     model.layers[0].layer.kernel.assign(kernel)
+    model.layers[1].layer.kernel.assign(np.ones((4, 2), "float32"))
     kl.prune(model, sparsity=0.75, granularity="channel", prune_highest=True)
     mask = kl.get_masks(model)["dense/kernel"]
     assert mask[:, 0].all() and mask[:, 1:].sum() == 0  # the lowest column
