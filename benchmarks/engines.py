@@ -206,7 +206,12 @@ def docs_body(entry: dict) -> str:
 {rows}
 
 (Ray's time includes starting its local cluster:
-{t['Ray cluster start (included above)']:.1f} s.)
+{t['Ray cluster start (included above)']:.1f} s.) Each trial of the local executor and
+of Ray starts a fresh process that imports Keras and the backend; with
+{entry['machine']} shared with other jobs, that start-up and the
+contention, not the engine, make most of the difference, and two workers
+cannot beat one process in turn (there is no idle core). Measured once:
+the order of the two engines may change from run to run.
 """
     if not j:
         return head + JAX_MISSING
