@@ -1,12 +1,14 @@
-"""How `shrink` cuts one layer: the per-layer rules for pruned channels.
+"""How `shrink` cuts one layer: weights sliced by the channel groups.
 
 A `Cut` describes the channels (last axis) of one tensor: which survive
-and the constant each removed one carries. `kernel_layer` cuts a Dense or
-convolution (its inputs and its own zero units, folding constants into
-its bias); `follow_channels` carries a cut through the layers that act
-channel by channel (BatchNormalization, activations, dropout, pooling,
-Flatten) and raises `ShrinkError` for the others. The graph rebuild that
-applies these rules is in `keras_lottery.deploy.shrink`.
+and the value each removed one still carries (a constant: its activation
+of its bias; NaN where it is not constant, e.g. after zero padding).
+`slice_layer` rebuilds a Dense, convolution, depthwise/separable
+convolution or BatchNormalization with the slices of the removed units
+taken out of every weight, as `keras_lottery.core.depgraph` lists them,
+folding the constants of removed inputs into the bias where that is exact.
+`carry` computes the removed channels' constants after any other layer.
+The graph rebuild that applies these rules is in `keras_lottery.deploy.shrink`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_lottery.core.depgraph import MERGES
 from keras_lottery.errors import KerasLotteryError
 
 L = keras.layers
@@ -29,34 +32,22 @@ ELEMENTWISE = frozenset({
     "sparse_plus", "squareplus", "tanh_shrink", "hard_tanh", "soft_shrink",
     "hard_shrink",
 })
-
-CONVS = (L.Conv1D, L.Conv2D, L.Conv3D)
-_TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
-_DEPTHWISE = tuple(
-    c for c in (getattr(L, n, None) for n in
-                ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
-                 "SeparableConv2D")) if c is not None
-)
-_POOLS = (
-    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
-    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
-    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
-    L.GlobalAveragePooling3D,
-)
-#: Layers acting channel by channel, without weights across channels.
-_PER_CHANNEL = (
-    L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Dropout, L.SpatialDropout1D,
-    L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
-    L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
-)
+_RESIZED = {L.Dense: "units", L.Conv1D: "filters", L.Conv2D: "filters",
+            L.Conv3D: "filters", L.SeparableConv1D: "filters",
+            L.SeparableConv2D: "filters"}
+_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
+_SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
+_EVALUATED = (L.BatchNormalization, L.Activation, L.ReLU, L.LeakyReLU, L.ELU,
+              L.Identity, *MERGES)
+_PADDING = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D)
 
 
 class ShrinkError(KerasLotteryError, ValueError):
     """`shrink` cannot remove the pruned units of this graph exactly.
 
     Attributes:
-        layer: The name of the layer where shrinking stops.
+        layer: The first layer where shrinking stops.
+        layers: Every layer where it stops (one error lists them all).
 
     Example:
 
@@ -65,9 +56,10 @@ class ShrinkError(KerasLotteryError, ValueError):
     'add'
     """
 
-    def __init__(self, message: str, *, layer: str):
+    def __init__(self, message: str, *, layer: str, layers=None):
         super().__init__(message)
         self.layer = layer
+        self.layers = list(layers) if layers else [layer]
 
 
 @dataclasses.dataclass
@@ -75,14 +67,13 @@ class Cut:
     """Channels (last axis) of one tensor of the original graph.
 
     `keep` lists the channels that survive (None: all); `const` holds, for
-    every removed channel, the constant it carries; `origin` is the layer
-    that removed them.
+    every channel, the value a removed one carries (0 for kept ones; NaN:
+    not a constant).
     """
 
     size: int
     keep: np.ndarray | None = None
     const: np.ndarray | None = None
-    origin: str = ""
 
     @property
     def cut(self) -> bool:
@@ -93,20 +84,15 @@ class Cut:
             return np.empty(0, dtype=np.int64)
         return np.setdiff1d(np.arange(self.size), self.keep)
 
-    def same_as(self, other: Cut) -> bool:
-        if self.cut != other.cut or self.size != other.size:
-            return False
-        return not self.cut or (
-            np.array_equal(self.keep, other.keep)
-            and np.allclose(self.const, other.const)
-        )
+    def constants(self) -> np.ndarray:
+        return np.zeros(self.size) if self.const is None else self.const
 
 
 def numpy_value(x) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 
-def _activation_name(fn) -> str:
+def activation_name(fn) -> str:
     try:
         name = keras.activations.serialize(fn)
     except (ValueError, TypeError):
@@ -114,194 +100,204 @@ def _activation_name(fn) -> str:
     return name if isinstance(name, str) else str(name.get("config", name))
 
 
-def _apply_to_constant(layer, const: np.ndarray, rank: int) -> np.ndarray:
-    """The layer's inference output for a tensor constant per channel."""
-    x = const.astype("float32").reshape((1,) * (rank - 1) + (-1,))
-    return numpy_value(layer(x, training=False)).reshape(-1).astype("float64")
+def _removed_slices(key, graph, dead):
+    """`{(weight, axis): positions}` of the removed units' slices."""
+    removed: dict[tuple[str, int], list] = {}
+    for g, member in graph.by_layer.get(key, []):
+        gone = member.positions[dead[g][member.units]]
+        if gone.size:
+            removed.setdefault((member.weight, member.axis), []).append(gone)
+    return {k: np.unique(np.concatenate(v)) for k, v in removed.items()}
 
 
-def _check_channels_last(layer) -> None:
-    fmt = getattr(layer, "data_format", "channels_last")
-    if fmt not in (None, "channels_last"):
-        raise ShrinkError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) uses "
-            f"data_format={fmt!r}; shrink follows channels on the last axis "
-            "only. Build the model with data_format='channels_last'.",
-            layer=layer.name,
-        )
+def _fold(layer, rows, const, problems, key):
+    """Bias change from removed inputs `const` read through `rows`
+    (`(..., removed, out)`), or None where that is not exact."""
+    live = np.any(rows.reshape(-1, rows.shape[-2], rows.shape[-1]) != 0, axis=(0, 2))
+    hot = live & (const != 0)
+    if not hot.any():
+        return 0.0
+    spatial = rows.shape[:-2]
+    padding = getattr(layer, "padding", "valid")
+    if np.isnan(const[hot]).any() or (int(np.prod(spatial)) > 1 and padding != "valid"):
+        problems.append((key, (
+            f"'{key}' ({type(layer).__name__}, padding={padding!r}) reads "
+            "removed channels that still carry a value (their activation of "
+            "their bias, or a padded one) through nonzero weights, and that "
+            "cannot be folded into a bias exactly. Prune with "
+            "granularity='channel' (it zeroes these input rows too), or give "
+            "the pruned layer use_bias=False")))
+        return None
+    flat = rows.reshape(-1, rows.shape[-2], rows.shape[-1])
+    return np.einsum("pio,i->o", flat, np.where(hot, const, 0.0))
 
 
-def kernel_layer(layer, cut_in: Cut, is_output: bool):
-    """Dense/Conv: cut input rows, fold constants, drop zero units.
-
-    Returns (new layer config, weights, output cut).
-    """
-    _check_channels_last(layer)
-    grouped = isinstance(layer, CONVS) and getattr(layer, "groups", 1) != 1
-    if grouped and cut_in.cut:
-        raise ShrinkError(
-            f"Layer '{layer.name}' is a grouped convolution "
-            f"(groups={layer.groups}); shrink cannot cut its inputs.",
-            layer=layer.name,
-        )
-    kernel = numpy_value(layer.kernel).astype("float64")
-    bias = (numpy_value(layer.bias).astype("float64") if layer.use_bias
-            else np.zeros(kernel.shape[-1]))
-    if cut_in.cut:
-        removed = cut_in.removed()
-        const = cut_in.const[removed]
-        rows = kernel[..., removed, :]
-        if np.any(const != 0) and np.any(rows != 0):
-            padding = getattr(layer, "padding", "valid")
-            if isinstance(layer, CONVS) and padding != "valid":
-                raise ShrinkError(
-                    f"Layer '{layer.name}' ({type(layer).__name__}, "
-                    f"padding={padding!r}) reads channels that "
-                    f"'{cut_in.origin}' pruned but that still carry a "
-                    "nonzero constant (its activation of its bias). With "
-                    "zero padding that constant's effect depends on the "
-                    "position, so it cannot be folded into a bias and "
-                    "removing the channels would change the predictions. "
-                    "Fix: give the pruned layer use_bias=False (and no "
-                    "BatchNormalization offset), use padding='valid' here, "
-                    "or prune these layers with granularity='weight'.",
-                    layer=layer.name,
-                )
-            # Each removed input adds const * (sum of its weights) to every
-            # output, at every position ('valid' windows see only inputs).
-            flat = rows.reshape(-1, rows.shape[-2], rows.shape[-1])
-            bias = bias + np.einsum("pio,i->o", flat, const)
-        kernel = kernel[..., cut_in.keep, :]
-    alive = np.any(kernel.reshape(-1, kernel.shape[-1]) != 0, axis=0)
-    keep = np.flatnonzero(alive)
-    out_cut = Cut(kernel.shape[-1])
-    if grouped:
-        keep = np.arange(kernel.shape[-1])  # filters stay: groups need them
-    if keep.size < kernel.shape[-1]:
-        if keep.size == 0:
-            raise ShrinkError(
-                f"Every unit of layer '{layer.name}' is pruned, so its "
-                "output is constant and it cannot be shrunk to zero units. "
-                "Prune with min_remaining >= 1.",
-                layer=layer.name,
-            )
-        if is_output:
-            raise ShrinkError(
-                f"Layer '{layer.name}' produces an output of the model and "
-                f"{kernel.shape[-1] - keep.size} of its {kernel.shape[-1]} "
-                "units are pruned; removing them would change the model's "
-                "output shape. Exclude the output layer from channel "
-                f"pruning, e.g. prune(..., rates={{'{layer.name}': 0.0}}) "
-                f"or wrap(..., exclude=['{layer.name}']).",
-                layer=layer.name,
-            )
-        activation = _activation_name(layer.activation)
-        if activation not in ELEMENTWISE:
-            raise ShrinkError(
-                f"Layer '{layer.name}' has pruned units and the activation "
-                f"{activation!r}, which mixes units, so they cannot be "
-                "removed exactly. Use an elementwise activation here (or a "
-                "separate Activation layer after the next Dense).",
-                layer=layer.name,
-            )
-        const = numpy_value(layer.activation(bias.astype("float32"))).astype("float64")
-        const[keep] = 0.0
-        out_cut = Cut(kernel.shape[-1], keep, const, layer.name)
-        kernel = kernel[..., keep]
-        bias = bias[keep]
+def slice_layer(layer, key, cut_in: Cut, cut_out: Cut, graph, dead, shape, problems):
+    """The layer rebuilt without its removed slices, and `cut_out` with the
+    constants its removed outputs carry."""
+    weights = {w.name: numpy_value(w).astype("float64") for w in layer.weights}
+    original = dict(weights)
+    removed = _removed_slices(key, graph, dead)
+    const_in = cut_in.constants()
+    bias = weights.get("bias")
+    if isinstance(layer, _DEPTHWISE + _SEPARABLE) and cut_in.cut:
+        dk = original["kernel" if isinstance(layer, _DEPTHWISE) else
+                      "depthwise_kernel"][..., 0]
+        gone = cut_in.removed()
+        quiet = ~np.any(dk[..., gone].reshape(-1, gone.size) != 0, axis=0)
+        value = np.where(quiet | (const_in[gone] == 0), 0.0, np.nan)
+        if layer.padding == "valid":
+            value = np.where(quiet, 0.0, const_in[gone] * dk[..., gone].reshape(
+                -1, gone.size).sum(axis=0))
+        depth = np.zeros(cut_in.size)
+        depth[gone] = value
+        if isinstance(layer, _DEPTHWISE):
+            pre = depth + (original["bias"] if layer.use_bias else 0.0)
+        else:
+            const_in = depth
+    if any(isinstance(layer, t) for t in _RESIZED) and cut_in.cut:
+        name = "pointwise_kernel" if isinstance(layer, _SEPARABLE) else "kernel"
+        gone = cut_in.removed()
+        rows = original[name][..., gone, :]
+        delta = _fold(layer, rows, const_in[gone], problems, key)
+        if delta is not None and np.any(delta != 0):
+            bias = (0.0 if bias is None else bias) + delta
+    if any(isinstance(layer, t) for t in _RESIZED):
+        pre = np.zeros(cut_out.size) if bias is None else bias
+    for (name, axis), gone in removed.items():
+        weights[name] = np.delete(weights[name], gone, axis=axis)
     config = layer.get_config()
-    config["units" if isinstance(layer, L.Dense) else "filters"] = int(kernel.shape[-1])
-    use_bias = layer.use_bias or bool(np.any(bias != 0))
-    config["use_bias"] = use_bias
-    dtype = layer.kernel.dtype
-    weights = [kernel.astype(dtype)] + ([bias.astype(dtype)] if use_bias else [])
-    return config, weights, out_cut
+    for cls, field in _RESIZED.items():
+        if isinstance(layer, cls):
+            config[field] = int(cut_out.size - cut_out.removed().size)
+            if bias is not None:
+                weights["bias"] = np.delete(bias, cut_out.removed())
+                config["use_bias"] = True
+    if cut_out.cut and not isinstance(layer, L.BatchNormalization):
+        activation = getattr(layer, "activation", None)
+        if activation is not None and activation_name(activation) not in ELEMENTWISE:
+            problems.append((key, f"'{key}' applies the activation "
+                             f"{activation_name(activation)!r}, which mixes units"))
+        value = np.asarray(pre, dtype="float64")
+        if activation is not None:
+            value = np.where(np.isnan(value), np.nan,
+                             apply_activation(activation, np.nan_to_num(value)))
+        kept = np.isin(np.arange(cut_out.size), cut_out.keep)
+        cut_out.const = np.where(kept, 0.0, value)
+    return rebuild(layer, config, shape, weights)
 
 
-def _per_channel_weights(layer, cut_in: Cut, rank: int):
-    """BatchNormalization (last axis): slice every per-channel weight."""
-    axis = layer.axis
-    if not isinstance(axis, int):
-        axis = next(iter(axis)) if len(list(axis)) == 1 else None
-    if axis not in (-1, rank - 1):
-        raise ShrinkError(
-            f"Layer '{layer.name}' normalizes axis {layer.axis}; shrink "
-            "follows channels on the last axis only.",
-            layer=layer.name,
-        )
-    return [w[cut_in.keep] for w in layer.get_weights()]
+def _host_zeros(shape, dtype=None):
+    return np.zeros(shape, dtype=keras.backend.standardize_dtype(dtype or "float32"))
 
 
-def follow_channels(layer, cuts_in: list[Cut], node, rank: int, shape):
-    """The new layer and output cut of a layer whose input channels are
-    cut, for layers that act channel by channel; else a `ShrinkError`.
-
-    Args:
-        layer: The original layer.
-        cuts_in: The cuts of its inputs (at least one is cut).
-        node: Its call in the original graph.
-        rank: The rank of its first input.
-        shape: Its first input's shape after the cut (to build weights).
-    """
-    cut = cuts_in[0]
-    if len(cuts_in) == 1 and isinstance(layer, L.BatchNormalization):
-        weights = _per_channel_weights(layer, cut, rank)
-        const = _apply_to_constant(layer, cut.const, rank)
-        new = type(layer).from_config(layer.get_config())
+def rebuild(layer, config, shape, weights=None):
+    """`type(layer)` from `config`, built for `shape` and given `weights`
+    (by name; default: the layer's own). Built with zeros initializers (a
+    random initializer compiles a kernel per new shape on JAX), then set
+    back to the layer's."""
+    if weights is None:
+        weights = {w.name: numpy_value(w) for w in layer.weights}
+    fields = [k for k in config if k.endswith("_initializer")]
+    new = type(layer).from_config(
+        {k: v for k, v in config.items() if k not in fields})
+    for field in fields:  # before build: host zeros, no kernel compiled
+        if hasattr(new, field):
+            setattr(new, field, _host_zeros)
+    if shape is not None:
         new.build(shape)
-        new.set_weights(weights)
-        const[cut.keep] = 0.0
-        return new, [Cut(cut.size, cut.keep, const, cut.origin)]
-    if len(cuts_in) == 1 and isinstance(layer, _PER_CHANNEL):
-        if isinstance(layer, L.Activation) and _activation_name(
-                layer.activation) not in ELEMENTWISE:
-            raise ShrinkError(
-                f"Layer '{layer.name}' applies "
-                f"{_activation_name(layer.activation)!r}, which mixes "
-                f"the channels that '{cut.origin}' pruned with the "
-                "others, so they cannot be removed exactly.",
-                layer=layer.name,
-            )
-        const = _apply_to_constant(layer, cut.const, rank)
-        const[cut.keep] = 0.0
-        new = type(layer).from_config(layer.get_config())
-        return new, [Cut(cut.size, cut.keep, const, cut.origin)]
-    if len(cuts_in) == 1 and isinstance(layer, _POOLS):
-        _check_channels_last(layer)
-        return type(layer).from_config(layer.get_config()), [cut]
-    if len(cuts_in) == 1 and isinstance(layer, L.Flatten) and rank >= 2:
-        shape = node.input_tensors[0].shape[1:]
-        if rank > 2:
-            _check_channels_last(layer)
-        if any(d is None for d in shape):
-            raise ShrinkError(
-                f"Flatten layer '{layer.name}' has an input of unknown "
-                f"shape {tuple(shape)}; shrink needs static sizes.",
-                layer=layer.name,
-            )
-        positions = int(np.prod(shape[:-1])) if rank > 2 else 1
-        keep = (np.arange(positions)[:, None] * cut.size
-                + cut.keep[None, :]).ravel()
-        const = np.tile(cut.const, positions)
-        return type(layer).from_config(layer.get_config()), [
-            Cut(positions * cut.size, keep, const, cut.origin)]
-    if isinstance(layer, _DEPTHWISE + _TRANSPOSED):
-        what = "channel-wise convolutions"
-    elif len(cuts_in) > 1:
-        what = "layers that merge several inputs"
-    else:
-        what = "this layer type"
-    origins = sorted({c.origin for c in cuts_in if c.cut})
-    raise ShrinkError(
-        f"Layer '{layer.name}' ({type(layer).__name__}) reads channels "
-        f"that {', '.join(repr(o) for o in origins)} pruned, and shrink "
-        f"cannot cut the inputs of {what}. Shrink follows pruned units "
-        "through activations, BatchNormalization, dropout, pooling and "
-        "Flatten into the next Dense or Conv layer. Exclude "
-        f"{', '.join(repr(o) for o in origins)} from channel pruning "
-        "(prune(..., rates={name: 0.0})) or use granularity='weight'.",
-        layer=layer.name,
-    )
+    for field in fields:
+        if hasattr(layer, field) and hasattr(new, field):
+            setattr(new, field, getattr(layer, field))
+    if new.weights:
+        new.set_weights([np.asarray(weights[w.name]).astype(w.dtype)
+                         for w in new.weights])
+    return new
+
+
+def carry(layer, node, cuts_in: list[Cut], cut_out: Cut) -> None:
+    """Sets `cut_out.const`: the removed channels' values after `layer`."""
+    if not cut_out.cut:
+        return
+    if isinstance(layer, L.Concatenate) and len(cuts_in) > 1 and sum(
+            c.size for c in cuts_in) == cut_out.size:
+        const = np.concatenate([c.constants() for c in cuts_in])
+    elif isinstance(layer, (L.Flatten, L.Reshape)):
+        const = np.tile(cuts_in[0].constants(), cut_out.size // cuts_in[0].size)
+    elif isinstance(layer, _PADDING):
+        const = np.where(cuts_in[0].constants() != 0, np.nan, 0.0)
+    elif isinstance(layer, _EVALUATED) or not isinstance(layer, L.Layer):
+        const = _evaluate(layer, node, cuts_in)
+    else:  # pooling, cropping, upsampling, dropout: a constant stays itself
+        const = cuts_in[0].constants()
+    kept = np.isin(np.arange(cut_out.size), cut_out.keep)
+    cut_out.const = np.where(kept, 0.0, const)
+
+
+_NUMPY_ACTIVATIONS = {
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "tanh": np.tanh,
+    "silu": lambda x: x / (1.0 + np.exp(-x)),
+    "swish": lambda x: x / (1.0 + np.exp(-x)),
+    "hard_sigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    "hard_silu": lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    "hard_swish": lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+}
+_NUMPY_MERGES = {L.Add: np.sum, L.Multiply: np.prod, L.Average: np.mean,
+                 L.Maximum: np.max, L.Minimum: np.min}
+
+
+def apply_activation(fn, x: np.ndarray) -> np.ndarray:
+    """An activation of host values (NumPy for the common ones: a Keras
+    call compiles a kernel per shape on JAX)."""
+    numpy_fn = _NUMPY_ACTIVATIONS.get(activation_name(fn))
+    if numpy_fn is not None:
+        return numpy_fn(x)
+    return numpy_value(fn(x.astype("float32"))).astype("float64")
+
+
+def _numpy_layer(layer, consts):
+    """The layer on host values, or None where NumPy has no formula."""
+    if isinstance(layer, L.BatchNormalization):
+        w = {v.name: numpy_value(v).astype("float64") for v in layer.weights}
+        var = w["moving_variance"] + layer.epsilon
+        x = (consts[0] - w["moving_mean"]) / np.sqrt(var)
+        return x * w.get("gamma", 1.0) + w.get("beta", 0.0)
+    if isinstance(layer, L.Activation):
+        return apply_activation(layer.activation, consts[0])
+    if isinstance(layer, L.ReLU):
+        x = consts[0]
+        top = np.inf if layer.max_value is None else float(layer.max_value)
+        low = float(layer.negative_slope) * (x - float(layer.threshold))
+        return np.where(x >= top, top, np.where(x >= layer.threshold, x, low))
+    for cls, fn in _NUMPY_MERGES.items():
+        if type(layer) is cls:
+            return fn(np.broadcast_arrays(*consts), axis=0)
+    if type(layer) is L.Subtract:
+        return consts[0] - consts[1]
+    return None
+
+
+def _evaluate(layer, node, cuts_in):
+    """The layer's inference output for inputs constant per channel."""
+    consts = [np.nan_to_num(c.constants()) for c in cuts_in]
+    out = _numpy_layer(layer, consts) if isinstance(layer, L.Layer) else None
+    if out is None:
+        values = {id(t): c.astype("float32").reshape((1,) * (len(t.shape) - 1) + (-1,))
+                  for t, c in zip(node.input_tensors, consts, strict=False)}
+        args, kwargs = node.arguments.fill_in(values)
+        if isinstance(layer, L.Layer) and not isinstance(layer, MERGES):
+            kwargs = {**kwargs, "training": False}
+        out = numpy_value(keras.tree.flatten(layer(*args, **kwargs))[0])
+    out = np.asarray(out, dtype="float64").reshape(-1)
+    unknown = np.zeros(out.size, dtype=bool)
+    for cut in cuts_in:
+        flags = np.isnan(cut.constants())
+        unknown |= flags if flags.size == out.size else bool(flags.any())
+    return np.where(unknown, np.nan, out)
 
 
 __all__ = ["ELEMENTWISE", "ShrinkError"]

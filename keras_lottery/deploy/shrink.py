@@ -1,21 +1,22 @@
 """`shrink`: a physically smaller model from channel-pruned units.
 
-Channel pruning (`prune(..., granularity="channel")`) masks whole output
-units of Dense layers and whole filters of convolutions. The masked model
-still computes them. `shrink` rebuilds the model without them: the pruned
-layer gets fewer units, and the layers downstream lose the matching
-inputs, through activations, BatchNormalization, dropout, pooling and
-Flatten, until the next Dense or convolution.
+Channel pruning (`prune(..., granularity="channel")`) masks whole channel
+groups of the model's channel dependency graph
+(`keras_lottery.core.depgraph.channel_groups`). The masked model still computes them.
+`shrink` rebuilds the model without them: every layer of a group loses
+the removed channels' slices (a conv's filters, the BatchNormalization and
+depthwise filters after it, every branch of a residual `Add`, the next
+layers' input rows, with `Concatenate` offsets and `Flatten` strides),
+inside nested models too.
 
-A removed unit is not simply zero: its kernel is zero but its bias is
-not, so it outputs a constant (its activation of its bias, after any
-BatchNormalization). `shrink` folds that constant into the bias of the
-next Dense or 'valid' convolution, so the small model has the masked
-model's predictions (up to float rounding). Where the constant cannot be
-folded exactly it raises an error naming the layer, as it does for graphs
-whose channels it cannot follow (merges of pruned branches, reshapes) and
-for pruned units of an output layer (the model's outputs would change
-shape).
+A channel is removed when the output filters of every layer producing it
+are zero. Such a channel is not simply zero: its bias is not, so it
+carries a constant (its activation of its bias, after any
+BatchNormalization). Where the next layer still reads it through nonzero
+weights, `shrink` folds that constant into the next layer's bias when
+that is exact (Dense, 1x1 or 'valid' convolutions); channel pruning zeroes
+those weights too, so its models need no folding. A graph that `shrink`
+cannot cut exactly gets one `ShrinkError` listing every blocking layer.
 """
 
 from __future__ import annotations
@@ -27,14 +28,21 @@ import numpy as np
 
 from keras_lottery._internal import graph
 from keras_lottery.core.copy import _clone_layer_with_weights, strip
-from keras_lottery.core.model import check_model, wrappers
+from keras_lottery.core.depgraph import channel_groups, inner_layer
+from keras_lottery.core.model import check_model, walk, wrappers
 from keras_lottery.deploy.channel_cuts import (
-    CONVS,
     Cut,
     ShrinkError,
-    follow_channels,
-    kernel_layer,
+    carry,
+    numpy_value,
+    rebuild,
+    slice_layer,
 )
+
+L = keras.layers
+_SLICED = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D,
+           L.DepthwiseConv2D, L.SeparableConv1D, L.SeparableConv2D,
+           L.BatchNormalization)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,107 +71,146 @@ class ShrinkReport:
         return self.params_after / self.params_before if self.params_before else 1.0
 
 
+def _dead_units(channel_graph, layers, problems):
+    """Per group, the units whose producers' filters are all zero."""
+    dead = []
+    for group in channel_graph.groups:
+        gone = np.zeros(group.size, dtype=bool)
+        producers = [m for m in group.members if m.role == "out"]
+        if producers:
+            gone[:] = True
+        for member in producers:
+            weight = next(w for w in layers[member.layer].weights
+                          if w.name == member.weight)
+            values = np.moveaxis(numpy_value(weight), member.axis, 0)[member.positions]
+            live = np.abs(values.reshape(member.positions.size, -1)).sum(axis=1) > 0
+            gone &= np.bincount(member.units, weights=live, minlength=group.size) == 0
+        if gone.any() and group.blockers:
+            problems.append((producers[0].layer, (
+                f"{int(gone.sum())} of the {group.size} channels of "
+                f"{', '.join(repr(p) for p in group.producers)} are pruned, but "
+                f"they cannot be removed: {'; '.join(group.blockers)}")))
+            gone[:] = False
+        elif gone.all() and gone.size:
+            problems.append((producers[0].layer, (
+                f"every channel of {', '.join(repr(p) for p in group.producers)} "
+                "is pruned, so they cannot be shrunk to zero channels; prune "
+                "with min_remaining >= 1")))
+            gone[:] = False
+        dead.append(gone)
+    return dead
+
+
 class _Shrinker:
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, channel_graph, dead, problems):
+        self.graph, self.dead, self.problems = channel_graph, dead, problems
+        self.flat = np.concatenate(dead) if dead else np.zeros(0, dtype=bool)
+        self.offsets = np.cumsum([0] + [d.size for d in dead])
         self.values: dict[int, object] = {}
         self.cuts: dict[int, Cut] = {}
-        self.made: dict[int, tuple[object, list[Cut]]] = {}
+        self.made: dict[int, tuple] = {}
         self.units: dict[str, tuple[int, int]] = {}
-        self.output_ids = {id(t) for t in model.outputs}
 
-    def run(self):
-        inputs = []
-        for tensor in self.model.inputs:
-            new = keras.Input(shape=tuple(tensor.shape[1:]), dtype=tensor.dtype,
-                              name=graph.operation_of(tensor).name)
+    def cut_of(self, tensor) -> Cut:
+        groups, units = self.graph.units_of(tensor)
+        removed = self.flat[self.offsets[groups] + units]
+        if not removed.any():
+            return Cut(removed.size)
+        return Cut(removed.size, np.flatnonzero(~removed))
+
+    def run(self, model, inputs, cuts, prefix):
+        for tensor, new, cut in zip(model.inputs, inputs, cuts):
             self.values[id(tensor)] = new
-            self.cuts[id(tensor)] = Cut(int(tensor.shape[-1] or 0))
-            inputs.append(new)
-        outputs = []
-        for tensor in self.model.outputs:
-            self.visit(tensor)
-            cut = self.cuts[id(tensor)]
-            if cut.cut:
-                layer = graph.operation_of(tensor)
-                raise ShrinkError(
-                    f"Units pruned by layer '{cut.origin}' reach the model "
-                    f"output through '{layer.name}'; removing them would "
-                    "change the output shape. Exclude that layer from "
-                    "channel pruning, e.g. prune(..., rates="
-                    f"{{'{cut.origin}': 0.0}}).",
-                    layer=cut.origin,
-                )
-            outputs.append(self.values[id(tensor)])
-        return inputs, outputs
+            self.cuts[id(tensor)] = cut
+        for tensor in model.outputs:
+            self.visit(tensor, prefix)
+        return [self.values[id(t)] for t in model.outputs]
 
-    def visit(self, tensor):
-        if id(tensor) in self.values:
-            return
-        layer, node = graph.producer(tensor)
-        for inp in node.input_tensors:
-            self.visit(inp)
+    def visit(self, tensor, prefix):
+        stack = [tensor]
+        while stack:  # iterative: deep graphs exceed Python's recursion
+            top = stack[-1]
+            if id(top) in self.values:
+                stack.pop()
+                continue
+            layer, node = graph.producer(top)
+            missing = [t for t in node.input_tensors if id(t) not in self.values]
+            if missing:
+                stack.extend(reversed(missing))
+                continue
+            stack.pop()
+            self.apply(layer, node, prefix)
+
+    def apply(self, layer, node, prefix):
         cuts_in = [self.cuts[id(t)] for t in node.input_tensors]
-        new_layer, cuts_out = self.layer_for(layer, cuts_in, node)
+        cuts_out = [self.cut_of(t) for t in node.output_tensors]
+        previous = self.made.get(id(layer))
+        if previous is not None and isinstance(layer, L.Layer):
+            new_layer = previous[0]
+            for cut, old in zip(cuts_out, previous[1]):
+                cut.const = old.const
+        else:
+            new_layer = self.layer_for(layer, node, cuts_in, cuts_out, prefix)
+            self.made[id(layer)] = (new_layer, cuts_out)
         args, kwargs = node.arguments.fill_in(self.values)
         result = new_layer(*args, **kwargs)
-        for out, new, cut in zip(node.output_tensors,
-                                 keras.tree.flatten(result), cuts_out):
+        news = keras.tree.flatten(result)
+        for out, new, cut in zip(node.output_tensors, news, cuts_out):
             self.values[id(out)] = new
             self.cuts[id(out)] = cut
 
-    def layer_for(self, layer, cuts_in: list[Cut], node):
-        previous = self.made.get(id(layer))
-        if previous is not None:
-            new_layer, seen_cuts, cuts_out = previous
-            if len(seen_cuts) == len(cuts_in) and all(
-                    a.same_as(b) for a, b in zip(seen_cuts, cuts_in)):
-                return new_layer, cuts_out
-            raise ShrinkError(
-                f"Layer '{layer.name}' is shared by several calls whose "
-                "inputs are pruned differently; shrink cannot give it one "
-                "shape. Prune it and its inputs the same way, or not at all.",
-                layer=layer.name,
-            )
-        new_layer, cuts_out = self.build(layer, cuts_in, node)
-        self.made[id(layer)] = (new_layer, cuts_in, cuts_out)
-        return new_layer, cuts_out
-
-    def build(self, layer, cuts_in: list[Cut], node):
-        outs = node.output_tensors
-        rank = len(node.input_tensors[0].shape) if node.input_tensors else 0
-        any_cut = any(c.cut for c in cuts_in)
+    def layer_for(self, layer, node, cuts_in, cuts_out, prefix):
+        key = prefix + layer.name
+        if not isinstance(layer, L.Layer):  # an operation node: stateless
+            for cut in cuts_out:
+                carry(layer, node, cuts_in, cut)
+            return layer
         if isinstance(layer, keras.Model):
-            if any_cut:
-                raise ShrinkError(
-                    f"Nested model '{layer.name}' reads channels that "
-                    f"'{cuts_in[0].origin}' pruned; shrink works on one "
-                    "flat graph. Build the model without nesting.",
-                    layer=layer.name,
-                )
-            clone = keras.models.clone_model(layer)
-            clone.set_weights(layer.get_weights())
-            return clone, [Cut(int(t.shape[-1] or 0)) for t in outs]
-        if isinstance(layer, (keras.layers.Dense, *CONVS)) and len(cuts_in) == 1:
-            is_output = any(id(t) in self.output_ids for t in outs)
-            config, weights, cut = kernel_layer(layer, cuts_in[0], is_output)
-            if cut.cut:
-                self.units[layer.name] = (len(cut.keep), cut.size)
-            new = type(layer).from_config(config)
-            new.build(self._shape(node, cuts_in))
-            new.set_weights(weights)
-            return new, [cut]
-        if not any_cut:
-            return _clone_layer_with_weights(layer), [
-                Cut(int(t.shape[-1] or 0)) for t in outs]
-        return follow_channels(layer, cuts_in, node, rank,
-                               self._shape(node, cuts_in))
-
-    def _shape(self, node, cuts_in):
-        shape = list(node.input_tensors[0].shape)
-        if cuts_in[0].cut:
+            return self.nested(layer, cuts_in, cuts_out, key)
+        shape = list(node.input_tensors[0].shape) if node.input_tensors else []
+        if cuts_in and cuts_in[0].cut:
             shape[-1] = len(cuts_in[0].keep)
-        return tuple(shape)
+        if isinstance(layer, _SLICED) and (key in self.graph.by_layer) and (
+                any(c.cut for c in cuts_in + cuts_out)):
+            new = slice_layer(layer, key, cuts_in[0], cuts_out[0], self.graph,
+                              self.dead, tuple(shape), self.problems)
+            if isinstance(layer, L.BatchNormalization):
+                carry(layer, node, cuts_in, cuts_out[0])
+            elif cuts_out[0].cut and not isinstance(
+                    layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+                self.units[key] = (len(cuts_out[0].keep), cuts_out[0].size)
+            return new
+        if not any(c.cut for c in cuts_in + cuts_out):
+            if not layer.weights:
+                return type(layer).from_config(layer.get_config())
+            return rebuild(layer, layer.get_config(), tuple(
+                node.input_tensors[0].shape) if len(node.input_tensors) == 1
+                else None) if layer.built else _clone_layer_with_weights(layer)
+        for cut in cuts_out:
+            carry(layer, node, cuts_in, cut)
+        config = layer.get_config()
+        if isinstance(layer, L.Reshape):
+            config["target_shape"] = (*tuple(config["target_shape"])[:-1],
+                                      len(cuts_out[0].keep))
+        return type(layer).from_config(config)
+
+    def nested(self, model, cuts_in, cuts_out, key):
+        inputs = []
+        for tensor, cut in zip(model.inputs, cuts_in):
+            shape = list(tensor.shape[1:])
+            if cut.cut:
+                shape[-1] = len(cut.keep)
+            # Unnamed: a nested model's input may share the outer one's name.
+            inputs.append(keras.Input(shape=tuple(shape), dtype=tensor.dtype))
+        # Its own scope: a nested model's input tensor may be the outer
+        # model's (KerasHub tasks call their backbone on backbone.input).
+        child = _Shrinker(self.graph, self.dead, self.problems)
+        outputs = child.run(model, inputs, cuts_in, key + "/")
+        self.units.update(child.units)
+        for cut, tensor in zip(cuts_out, model.outputs):
+            cut.const = child.cuts[id(tensor)].const
+        return keras.Model(inputs if len(inputs) > 1 else inputs[0],
+                           outputs if len(outputs) > 1 else outputs[0], name=model.name)
 
 
 def _count_params(model) -> int:
@@ -173,16 +220,20 @@ def _count_params(model) -> int:
 def shrink(model: keras.Model, *, return_report: bool = False):
     """A physically smaller plain model without the channel-pruned units.
 
-    Every Dense unit or convolution filter whose kernel slice is all
-    zeros (pruned by `prune(..., granularity="channel")`, or zero in a
-    plain model) is removed, and the next Dense/Conv layer loses the
-    matching inputs: through activations, BatchNormalization, dropout,
-    pooling and Flatten (whose inputs are cut at every position). A
-    removed unit still outputs a constant (its activation of its bias);
-    that constant is folded into the next layer's bias, so the predictions
-    equal the masked model's up to float rounding. Other zeros (weight or
-    block pruning inside the kept units) stay zeros. Sequential models
-    give a Sequential, functional ones a functional model.
+    Every channel whose producing filters are all zero (pruned by
+    `prune(..., granularity="channel")`, or zero in a plain model) is
+    removed from every layer of its channel group
+    (`keras_lottery.core.depgraph.channel_groups`): the producers' filters, the
+    BatchNormalization, depthwise filters, padding and pooling after them,
+    every branch of a residual `Add`/`Multiply`, and the next layers'
+    input rows (at every `Flatten` position, at its `Concatenate`
+    offset), inside nested models too (rebuilt as plain functional
+    models). A removed channel's constant (its activation of its bias),
+    where a next layer still reads it, is folded into that layer's bias,
+    so the predictions equal the masked model's up to float rounding.
+    Other zeros (weight or block pruning inside kept channels) stay
+    zeros. Sequential models give a Sequential, functional ones (KerasHub
+    models too) a plain functional model.
 
     Args:
         model: A built Sequential or functional model, wrapped by
@@ -193,11 +244,11 @@ def shrink(model: keras.Model, *, return_report: bool = False):
         The shrunk `keras.Model`, or `(model, ShrinkReport)`.
 
     Raises:
-        ShrinkError: (a ValueError) naming the layer, when pruned units
-            reach the model's output, meet a layer whose channels shrink
-            cannot follow (Add/Concatenate of pruned branches, Reshape,
-            depthwise/transposed convolutions), carry a nonzero constant
-            into a 'same'-padded convolution, or fill a whole layer.
+        ShrinkError: (a ValueError) listing every blocking layer at once:
+            pruned channels that reach the model's output or meet a layer
+            that mixes channels, constants that cannot be folded (a
+            'same'-padded convolution reading them through nonzero
+            weights), or a group pruned whole.
         TypeError: For a subclassed model.
 
     Example:
@@ -206,7 +257,7 @@ def shrink(model: keras.Model, *, return_report: bool = False):
     >>> from keras_lottery.deploy.shrink import shrink
     >>> model = kl.wrap(keras.Sequential([keras.Input((8,)),
     ...     keras.layers.Dense(6, activation="relu"), keras.layers.Dense(2)]))
-    >>> _ = kl.prune(model, 0.5, granularity="channel", rates={"dense_1": 0.0})
+    >>> _ = kl.prune(model, 0.5, granularity="channel")
     >>> small = shrink(model)
     >>> small.layers[0].units
     3
@@ -228,11 +279,28 @@ def shrink(model: keras.Model, *, return_report: bool = False):
             f"Model '{model.name}' has no symbolic inputs; start it with "
             "keras.Input(shape=...)."
         )
-    shrinker = _Shrinker(plain)
-    inputs, outputs = shrinker.run()
+    channel_graph = channel_groups(plain)
+    layers = {key: inner_layer(layer) for key, layer in walk(plain)}
+    problems: list[tuple[str, str]] = []
+    dead = _dead_units(channel_graph, layers, problems)
+    shrinker = _Shrinker(channel_graph, dead, problems)
+    inputs = [keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype,
+                          name=graph.operation_of(t).name) for t in plain.inputs]
+    cuts = [Cut(int(t.shape[-1] or 0)) for t in plain.inputs]
+    outputs = shrinker.run(plain, inputs, cuts, "")
+    if problems:
+        names = list(dict.fromkeys(layer for layer, _ in problems))
+        raise ShrinkError(
+            f"shrink cannot remove the pruned channels exactly at {len(names)} "
+            f"layer(s) ({', '.join(repr(n) for n in names)}):\n"
+            + "\n".join(f"- {message}." for _, message in problems)
+            + "\nExclude those layers from channel pruning "
+            "(wrap(..., exclude=[...])) or prune them with granularity='weight'.",
+            layer=names[0], layers=names,
+        )
     if isinstance(plain, keras.Sequential):
-        layers = [shrinker.made[id(layer)][0] for layer in plain.layers]
-        small = keras.Sequential([inputs[0], *layers], name=plain.name)
+        built = [shrinker.made[id(layer)][0] for layer in plain.layers]
+        small = keras.Sequential([inputs[0], *built], name=plain.name)
     else:
         small = keras.Model(
             inputs if len(inputs) > 1 else inputs[0],

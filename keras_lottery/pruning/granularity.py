@@ -15,9 +15,15 @@ units back into a mask. Counts, rates and `min_remaining` are in units.
   block), scored by the same norm over the weights it has, rescaled to a
   full block's size (L1 times full/partial, L2 times its square root), so
   that a short block is not pruned first merely for being short.
-- `"channel"`: whole output units (Dense) or filters (Conv): slices along
-  the last axis, scored by the L1 (or L2) norm of their weights. Pair it
-  with `keras_lottery.shrink` to get a physically smaller model.
+- `"channel"`: whole channels of the model's channel dependency graph
+  (`keras_lottery.core.depgraph.channel_groups`): a Dense unit or conv filter together
+  with every weight coupled to it (the depthwise filters and
+  BatchNormalization after it, the other branches of a residual `Add`, the
+  next layers' input rows), scored by the L1 (or L2) norm of all of them,
+  pruned together (every prunable slice zeroed). The output layer's units
+  are never pruned. Pair it with `keras_lottery.shrink` to get a
+  physically smaller model. Without a graph (a subclassed model) a unit is
+  one kernel's output column.
 - `"N:M"` (e.g. `"2:4"`): at most N weights kept in every M consecutive
   weights along the input axis (the second-to-last), as NVIDIA's 2:4
   sparsity and tfmot's `sparsity_m_by_n`. Units are single weights, so a
@@ -102,6 +108,20 @@ class Granularity:
         N best of every group). Protected units still count as remaining.
         """
         return None
+
+    def bind(self, model, masks, scores) -> Granularity:
+        """The granularity one `prune` call uses on `model` (default: self).
+
+        `masks` and `scores` are keyed `"layer/weight"`. A granularity
+        whose units span several tensors returns a bound copy that
+        implements `complete`.
+        """
+        return self
+
+    def complete(self, masks: dict) -> dict:
+        """The final masks of one `prune` call, after every pool (default:
+        unchanged); units spanning several tensors are applied here."""
+        return masks
 
 
 class WeightGranularity(Granularity):
@@ -272,6 +292,19 @@ class ChannelGranularity(Granularity):
             _reduce_norm(flat, 0, self.norm),
             alive_w.reshape(-1, mask.shape[-1]).any(axis=0),
         )
+
+    def bind(self, model, masks, scores):
+        """Binds to the model's channel groups (`core.depgraph`): a unit
+        is a group's channel, across every layer it couples. A model
+        without a graph (subclassed) keeps each kernel's columns."""
+        from keras_lottery.core.depgraph import channel_groups
+        from keras_lottery.pruning.channel_groups import GroupedChannels
+
+        try:
+            graph = channel_groups(model)
+        except TypeError:
+            return self
+        return GroupedChannels(graph, masks, scores, self.norm)
 
     def expand(self, alive, mask):
         return ((mask != 0) & alive.reshape(1, -1).reshape(

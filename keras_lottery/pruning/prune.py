@@ -139,8 +139,9 @@ def _plan(model, rate, sparsity, *, scope="layer", output_rate=None,
     for step in range(1, criterion.rounds + 1):  # SynFlow: several rounds
         scores = score_weights(entries, new_masks, criterion, seed, model)
         fraction = step / criterion.rounds
-        ranked = units if not invert and step == 1 else Steered(
-            units, invert, None if step == 1 else new_masks)
+        bound = units.bind(model, masks, scores)  # channel: the groups
+        ranked = bound if not invert and step == 1 else Steered(
+            bound, invert, None if step == 1 else new_masks)
         new_masks, thresholds = {}, {}
         for keys in pools.values():
             pool_masks, threshold = prune_pool(
@@ -150,6 +151,7 @@ def _plan(model, rate, sparsity, *, scope="layer", output_rate=None,
             )
             new_masks.update(pool_masks)
             thresholds.update(dict.fromkeys(keys, threshold))
+        new_masks = bound.complete(new_masks)
     return entries, masks, new_masks, assignment, thresholds
 
 

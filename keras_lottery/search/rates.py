@@ -61,13 +61,19 @@ def derive_rate(
         block_shape=prune_options.get("block_shape"),
         norm=prune_options.get("norm"),
     )
+    masks = {key: np.asarray(wrapper.get_mask(name)) for key, wrapper, name in entries}
+    # Channel groups span several weights: a unit holds all their slices.
+    units = units.bind(model, masks, masks)
+    held = units.unit_weights(masks) if hasattr(units, "unit_weights") else None
     alive_units, alive_weights, total = {}, {}, 0
-    for key, wrapper, name in entries:
-        mask = np.asarray(wrapper.get_mask(name))
+    for key, mask in masks.items():
         _, alive = units.reduce(mask, mask, key)
         alive_units[key] = int(np.count_nonzero(alive))
-        alive_weights[key] = int(np.count_nonzero(mask))
+        alive_weights[key] = (int(np.count_nonzero(mask)) if held is None
+                              else held.get(key, 0))
         total += mask.size
+    fixed = max(0, sum(int(np.count_nonzero(m)) for m in masks.values())
+                - sum(alive_weights.values()))  # in no prunable unit
 
     def sparsity_after(rate):
         assignment, _ = resolve_pools(
@@ -78,7 +84,7 @@ def derive_rate(
         pools: dict[str, list] = {}
         for key, _, _ in entries:
             pools.setdefault(assignment[key][0], []).append(key)
-        remaining = 0.0
+        remaining = float(fixed)
         for keys in pools.values():
             n = sum(alive_units[k] for k in keys)
             size = sum(alive_weights[k] for k in keys) / n if n else 0.0

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import keras_lottery as kl
+from keras_lottery.core.model import walk
 from keras_lottery.deploy.shrink import ShrinkError, shrink
 
 
@@ -115,32 +116,91 @@ def test_plain_model_zero_units_and_same_padding_without_constants(rng):
         small, model, rng.normal(size=(4, 8, 8, 2)).astype("float32"))
 
 
-def test_errors_name_the_layer(rng):
+def test_same_padding_reading_a_constant_is_refused_naming_it(rng):
     model = conv_net(pad="same")
     randomize(model, rng)
-    wrapped = kl.wrap(model, include=["c1"])
+    wrapped = kl.wrap(model, include=["c1"])  # c2's input rows stay whole
     kl.prune(wrapped, 0.5, granularity="channel")
     with pytest.raises(ShrinkError, match=r"'c2'.*padding='same'") as info:
         shrink(wrapped)
     assert info.value.layer == "c2"
 
-    keras.backend.clear_session()
-    x = keras.Input((6,))
-    a = keras.layers.Dense(8, name="a")(x)
-    b = keras.layers.Dense(8, name="b")(x)
-    merged = keras.layers.Add(name="add")([a, b])
-    model = keras.Model(x, keras.layers.Dense(2, name="head")(merged))
-    wrapped = kl.wrap(model, include=["a"])
-    kl.prune(wrapped, 0.5, granularity="channel")
-    with pytest.raises(ShrinkError, match=r"'add'.*'a' pruned") as info:
-        shrink(wrapped)
-    assert info.value.layer == "add"
 
-    keras.backend.clear_session()
-    wrapped = kl.wrap(keras.Sequential([
-        keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(4, name="out")]))
-    kl.prune(wrapped, 0.5, granularity="channel")
-    with pytest.raises(ShrinkError, match="'out' produces an output") as info:
-        shrink(wrapped)
-    assert info.value.layer == "out"
+def test_one_error_lists_every_blocking_layer(rng):
+    x = keras.Input((4, 6))
+    h = keras.layers.Dense(8, name="a")(x)
+    h = keras.layers.LayerNormalization(name="norm")(h)
+    h = keras.layers.Dense(6, name="b", use_bias=False)(h)
+    h = keras.layers.Conv1D(5, 3, padding="same", name="conv")(h)
+    model = keras.Model(x, keras.layers.Dense(3, name="out")(h))
+    randomize(model, rng)
+    for name, columns in (("a", [1, 2]), ("b", [0]), ("out", [2])):
+        kernel = keras.ops.convert_to_numpy(model.get_layer(name).kernel).copy()
+        kernel[..., columns] = 0.0
+        model.get_layer(name).kernel.assign(kernel)
+    with pytest.raises(ShrinkError) as info:
+        shrink(model)
+    assert info.value.layers == ["a", "out"]
+    message = str(info.value)
+    assert "'norm' (LayerNormalization) mixes" in message
+    assert "model output 'out'" in message
+    # b's pruned column (no bias: it outputs exactly 0) is no blocker.
+    assert "'b'" not in message
+
+
+def hub_resnet():
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 32], stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2], block_type="basic_block",
+        use_pre_activation=False, image_shape=(32, 32, 3))
+    return keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=4)
+
+
+def randomize_batchnorm(model, rng):
+    """Random BatchNormalization statistics, so removed channels carry
+    nonzero constants (weights=None leaves them at zero)."""
+    for _, layer in walk(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, mean, var = layer.get_weights()
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.3, b.shape),
+                rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+
+
+def check_shrinks_with_parity(model, rng, rate=0.5):
+    randomize_batchnorm(model, rng)
+    wrapped = kl.wrap(model)
+    kl.prune(wrapped, rate, granularity="channel")
+    small, report = shrink(wrapped, return_report=True)
+    assert report.params_after < 0.75 * report.params_before, report
+    x = rng.normal(size=(2, *model.input_shape[1:])).astype("float32")
+    got = keras.ops.convert_to_numpy(small(x))
+    want = keras.ops.convert_to_numpy(wrapped(x))
+    assert np.abs(got - want).max() <= 1e-5
+    return small, report
+
+
+def test_mobilenet_v2_shrinks_through_depthwise_and_residual_adds(rng):
+    model = keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=10)
+    small, report = check_shrinks_with_parity(model, rng)
+    assert small.get_layer("predictions").kernel.shape[-1] == 10
+    assert report.units["block_1_expand"][0] < report.units["block_1_expand"][1]
+
+
+def test_keras_hub_resnet_shrinks_inside_its_nested_backbone(rng):
+    small, report = check_shrinks_with_parity(hub_resnet(), rng)
+    assert any(key.startswith("res_net_backbone/") for key in report.units)
+    assert isinstance(small.get_layer("res_net_backbone"), keras.Model)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="big graphs: one backend (benchmarks/shrink_speed.py "
+                    "checks parity on every backend)")
+@pytest.mark.parametrize("name", ["ResNet50", "MobileNet", "EfficientNetB0"])
+def test_keras_applications_shrink_after_a_channel_prune(name, rng):
+    model = getattr(keras.applications, name)(
+        weights=None, input_shape=(32, 32, 3), classes=10)
+    check_shrinks_with_parity(model, rng, rate=0.3)

@@ -128,17 +128,25 @@ def test_channel_masks_zero_whole_units(rng):
     for wrapper in model.layers[::2]:
         k = wrapper.prunable_variable("kernel")
         k.assign(rng.normal(size=k.shape).astype("float32"))
+    raw = {key: keras.ops.convert_to_numpy(w.prunable_variable("kernel"))
+           for key, w in (("conv", model.layers[0]), ("dense", model.layers[2]))}
     kl.prune(model, 0.3, granularity="channel", norm="l2")
     masks = kl.get_masks(model)
+    dead = {}
     for key, units in (("conv2d/kernel", 10), ("dense/kernel", 20)):
-        flat = masks[key].reshape(-1, units)
-        alive = flat.any(axis=0)
-        assert (flat[:, alive] == 1).all() and (flat[:, ~alive] == 0).all()
-        assert int((~alive).sum()) == pruned_count(0.3, units)
-    raw = keras.ops.convert_to_numpy(model.layers[0].prunable_variable("kernel"))
-    norms = np.sqrt((raw.reshape(-1, 10) ** 2).sum(axis=0))
-    dead = ~masks["conv2d/kernel"].reshape(-1, 10).any(axis=0)
-    assert norms[dead].max() <= norms[~dead].min()
+        columns = masks[key].reshape(-1, units)
+        dead[key] = ~columns.any(axis=0)
+        assert (columns[:, dead[key]] == 0).all()
+        assert int(dead[key].sum()) == pruned_count(0.3, units)
+    # A conv filter's channel group: the filter and the next Dense's input
+    # rows at every Flatten position (channel c is row c, c + 10, ...).
+    rows = masks["dense/kernel"].reshape(16, 10, 20)
+    assert (rows[:, dead["conv2d/kernel"]] == 0).all()
+    assert (rows[:, ~dead["conv2d/kernel"]][..., ~dead["dense/kernel"]] == 1).all()
+    norms = np.sqrt((raw["conv"].reshape(-1, 10) ** 2).sum(axis=0)
+                    + (raw["dense"].reshape(16, 10, 20) ** 2).sum(axis=(0, 2)))
+    gone = dead["conv2d/kernel"]
+    assert norms[gone].max() <= norms[~gone].min()
 
 
 def test_n_m_rounds_approach_and_end_exactly_on_2_of_4(rng):

@@ -286,9 +286,13 @@ def test_target_sparsity_counts_the_units_prune_removes():
         reached = 1 - result.rounds[-1].remaining
         assert target <= reached < target + 16 / 240, (target, reached)
         masks = kl.get_masks(result.ticket(2))
-        # Whole output units (columns of the kernel) are gone or kept.
-        for mask in masks.values():
-            assert set(mask.min(axis=0)) == set(mask.max(axis=0))
+        # Whole units of fc1 (its columns) are gone or kept, with the
+        # output layer's input rows (one channel group); the output
+        # layer's classes are never pruned.
+        fc1 = masks["fc1/kernel"]
+        assert set(fc1.min(axis=0)) == set(fc1.max(axis=0))
+        np.testing.assert_array_equal(masks["out/kernel"].any(axis=1),
+                                      fc1.any(axis=0))
 
 
 def test_result_json_csv_round_trip(tmp_path):
