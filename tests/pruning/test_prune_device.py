@@ -149,8 +149,11 @@ def expected_masks(model, rate, sparsity, *, scope, granularity,
     for key, w, name in entries:
         raw = keras.ops.convert_to_numpy(w.prunable_variable(name))
         raw = np.where(masks[key] != 0, raw, 0).astype(raw.dtype)
-        scores[key] = (np.abs(raw) if criterion is None
-                       else np.asarray(criterion(raw, key), dtype=np.float64))
+        # Scores are float64, as `score_weights` hands them on (block
+        # norms summed in float32 would round, and rank, differently).
+        scores[key] = np.asarray(
+            np.abs(raw) if criterion is None else criterion(raw, key),
+            dtype=np.float64)
     units = get_granularity(granularity)
     by_pool: dict[str, list[str]] = {}
     for key, _, _ in entries:
@@ -169,7 +172,8 @@ def coarse(weight, name):
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
-@pytest.mark.parametrize("granularity", ["weight", "channel"])
+@pytest.mark.parametrize("granularity", ["weight", "block"])  # channel: the
+# dependency groups of pruning/channel_groups.py, tested in test_granularity
 def test_prune_sets_the_reference_masks(scope, granularity, monkeypatch):
     monkeypatch.setattr(pools, "_SMALL_POOL", 16)  # the sampled path
     monkeypatch.setattr(pools, "_SAMPLE", 32)
