@@ -80,6 +80,18 @@ def apply_mask(value, mask):
     return value * ops.cast(mask, value.dtype)
 
 
+def _donated(value) -> bool:
+    """Whether a JAX array's buffer was donated to a compiled step.
+
+    `train_on_batch` under JAX donates the model's variables to its step and
+    then assigns the step's results back one by one (`jax_state_sync`):
+    a kernel may be assigned while its mask still holds the donated buffer.
+    The kernel's new value is the step's own result, masked already.
+    """
+    is_deleted = getattr(value, "is_deleted", None)
+    return bool(is_deleted is not None and is_deleted())
+
+
 def mask_value(mask):
     """The current value of a mask variable, or None where none is known.
 
@@ -87,9 +99,10 @@ def mask_value(mask):
     maps only the trainable and optimizer variables, and removes the
     values of the model's other variables for the duration of an epoch.
     The mask is then found in an enclosing scope (see `_install_jax_hook`).
-    Outside any scope, a mask without a value is one `fit` removed: the
-    value being assigned is `fit`'s own result, masked already, and None
-    is returned. Inside a scope that cannot see the mask, it is an error.
+    Outside any scope, a mask without a value is one `fit` removed (or
+    one whose buffer `train_on_batch` donated): the value being assigned is
+    the step's own result, masked already, and None is returned. Inside a
+    scope that cannot see the mask, it is an error.
     """
     scope = _get_stateless_scope()
     while scope is not None:
@@ -97,7 +110,7 @@ def mask_value(mask):
         if value is not None:
             return value
         scope = getattr(scope, "original_scope", None)
-    if mask._value is not None:
+    if mask._value is not None and not _donated(mask._value):
         return mask.value
     if _get_stateless_scope() is not None:
         raise RuntimeError(

@@ -70,6 +70,25 @@ def test_custom_loop_with_a_keras_optimizer(rng):
     assert _pruned_nonzero(model) == 0
 
 
+def test_train_on_batch_with_pruning_between_steps(rng):
+    """A custom loop of train_on_batch calls with a prune between them (a
+    gradual schedule by hand). Under JAX, train_on_batch donates the masks'
+    buffers to its step and assigns the results back one by one: the masked
+    assign must not read the donated mask."""
+    model = kl.wrap(_mlp())
+    model.compile(keras.optimizers.Adam(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data(rng)
+    total = kl.summary(model, print_fn=None).total
+    for step, sparsity in enumerate([0.25, 0.5, 0.75]):
+        model.train_on_batch(x, y)
+        kl.prune_to_sparsity(model, sparsity)
+        assert kl.summary(model, print_fn=None).remaining == round(
+            total * (1 - sparsity)), step
+        model.train_on_batch(x, y)
+        assert _pruned_nonzero(model) == 0
+
+
 def test_set_weights_and_assign_cannot_revive(rng):
     model = kl.wrap(_mlp())
     kl.prune(model, rate=0.5)
