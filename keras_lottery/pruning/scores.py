@@ -281,8 +281,11 @@ def score_weights(
     for key, wrapper, name in entries:
         variable = wrapper.prunable_variable(name)
         raw = np.asarray(keras.ops.convert_to_numpy(variable))
-        alive = masks[key] != 0
-        if not np.isfinite(raw[alive]).all():
+        mask = masks[key]
+        alive = mask if mask.dtype == bool else mask != 0
+        # One pass in the usual case; the compress only when something is
+        # not finite (a pruned entry may hold anything a user assigned).
+        if not np.isfinite(raw).all() and not np.isfinite(raw[alive]).all():
             raise ValueError(
                 f"Weight '{key}' holds NaN or infinite values, so magnitudes "
                 "are meaningless; refusing to prune. Check the training run "
