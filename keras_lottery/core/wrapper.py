@@ -47,6 +47,20 @@ def _variable_name(weight_name: str, suffix: str) -> str:
     return f"{weight_name.replace('/', '_')}_{suffix}"
 
 
+def _fresh_copy(initial):
+    """A copy of a rewind value in a buffer of its own, where it lives.
+
+    A device rewind point is copied on the device (no round trip through
+    the host; a value sharded across JAX processes keeps its sharding); a
+    host one (`rewind_point="host"`) is copied on the host. A fresh buffer,
+    because JAX's buffer donation in `fit` rejects two variables sharing
+    one.
+    """
+    if isinstance(initial, HostValue):
+        return host_copy(initial)
+    return ops.copy(initial.value)
+
+
 @keras.saving.register_keras_serializable(package="keras_lottery")
 class PrunableWrapper(keras.layers.Wrapper):
     """Wraps a layer so that its prunable weights can be masked and rewound.
@@ -380,9 +394,9 @@ class PrunableWrapper(keras.layers.Wrapper):
         """
         self._require_built()
         for name, variable in self._weights.items():
-            variable.assign(host_copy(self._initials[name]))
+            variable.assign(_fresh_copy(self._initials[name]))
         for variable, initial in zip(self._other_weights, self._other_initials):
-            variable.assign(host_copy(initial))
+            variable.assign(_fresh_copy(initial))
 
     def release(self) -> None:
         """Stops masking the wrapped layer's variables (their values stay).
