@@ -15,6 +15,7 @@ from keras_lottery.core.state import (
     HostValue,
     WithoutKeys,
     check_mask,
+    host_array,
     host_copy,
     set_untracked,
 )
@@ -350,7 +351,7 @@ class PrunableWrapper(keras.layers.Wrapper):
         Args:
             name: The weight name, one of `weight_names`.
         """
-        mask = ops.convert_to_numpy(self.mask_variable(name))
+        mask = host_array(self.mask_variable(name))
         return np.asarray(mask).astype("float32")
 
     def set_mask(self, name: str, mask) -> None:
@@ -375,7 +376,7 @@ class PrunableWrapper(keras.layers.Wrapper):
 
     def effective_weight(self, name: str) -> np.ndarray:
         """Returns `w * mask` for a prunable weight as a NumPy array."""
-        raw = np.asarray(ops.convert_to_numpy(self.prunable_variable(name)))
+        raw = np.asarray(host_array(self.prunable_variable(name)))
         return np.where(self.get_mask(name) > 0, raw, np.zeros_like(raw))
 
     def capture_initial(self) -> None:

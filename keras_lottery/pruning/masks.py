@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from keras_lottery.core.model import iter_weight_keys, require_wrappers
-from keras_lottery.core.state import check_mask
+from keras_lottery.core.state import check_mask, host_array
 from keras_lottery.pruning.names import select_layers
 
 
@@ -229,6 +229,6 @@ def randomize_signs(model: keras.Model, seed: int | None = None) -> None:
     rng = np.random.default_rng(seed)
     for _, wrapper, name in iter_weight_keys(require_wrappers(model)):
         variable = wrapper.prunable_variable(name)
-        value = np.asarray(keras.ops.convert_to_numpy(variable))
+        value = np.asarray(host_array(variable))
         signs = np.where(rng.random(value.shape) < 0.5, -1, 1).astype(value.dtype)
         variable.assign(np.abs(value) * signs)

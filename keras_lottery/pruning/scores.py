@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from keras_lottery.core.state import host_array
 from keras_lottery.pruning.granularity import Granularity
 
 ScoreFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -280,7 +281,7 @@ def score_weights(
     weights, variables = {}, {}
     for key, wrapper, name in entries:
         variable = wrapper.prunable_variable(name)
-        raw = np.asarray(keras.ops.convert_to_numpy(variable))
+        raw = np.asarray(host_array(variable))
         mask = masks[key]
         alive = mask if mask.dtype == bool else mask != 0
         # One pass in the usual case; the compress only when something is
