@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS := tensorflow jax torch
-EXTRAS := tensorflow,jax,torch,export,peer,plot,data,test,docs,dev
+EXTRAS := tensorflow,jax,torch,export,peer,plot,tensorboard,ray,data,test,docs,dev
 PYTEST_ARGS ?=
 # Two workers per backend (tests that start TensorFlow children overlap);
 # a test file stays on one worker so its module fixtures are built once.
