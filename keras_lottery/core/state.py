@@ -89,6 +89,20 @@ def host_copy(variable) -> np.ndarray:
     )
 
 
+def fresh_copy(initial):
+    """A copy of a rewind value in a buffer of its own, where it lives.
+
+    A device rewind point is copied on the device (no round trip through
+    the host; a value sharded across JAX processes keeps its sharding); a
+    host one (`rewind_point="host"`) is copied on the host. A fresh buffer,
+    because JAX's buffer donation in `fit` rejects two variables sharing
+    one.
+    """
+    if isinstance(initial, HostValue):
+        return host_copy(initial)
+    return ops.copy(initial.value)
+
+
 def set_untracked(layer, name: str, value) -> None:
     """Sets an attribute that Keras' attribute tracking does not see."""
     object.__setattr__(layer, name, value)

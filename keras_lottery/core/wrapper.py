@@ -6,7 +6,6 @@ import warnings
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_lottery._internal import masking as _masking
 from keras_lottery.core import attached, direct_call, registry
@@ -15,6 +14,7 @@ from keras_lottery.core.state import (
     HostValue,
     WithoutKeys,
     check_mask,
+    fresh_copy,
     host_array,
     host_copy,
     set_untracked,
@@ -46,20 +46,6 @@ def _warn_if_distribution_ignored(layer_name: str) -> None:
 
 def _variable_name(weight_name: str, suffix: str) -> str:
     return f"{weight_name.replace('/', '_')}_{suffix}"
-
-
-def _fresh_copy(initial):
-    """A copy of a rewind value in a buffer of its own, where it lives.
-
-    A device rewind point is copied on the device (no round trip through
-    the host; a value sharded across JAX processes keeps its sharding); a
-    host one (`rewind_point="host"`) is copied on the host. A fresh buffer,
-    because JAX's buffer donation in `fit` rejects two variables sharing
-    one.
-    """
-    if isinstance(initial, HostValue):
-        return host_copy(initial)
-    return ops.copy(initial.value)
 
 
 @keras.saving.register_keras_serializable(package="keras_lottery")
@@ -395,9 +381,9 @@ class PrunableWrapper(keras.layers.Wrapper):
         """
         self._require_built()
         for name, variable in self._weights.items():
-            variable.assign(_fresh_copy(self._initials[name]))
+            variable.assign(fresh_copy(self._initials[name]))
         for variable, initial in zip(self._other_weights, self._other_initials):
-            variable.assign(_fresh_copy(initial))
+            variable.assign(fresh_copy(initial))
 
     def release(self) -> None:
         """Stops masking the wrapped layer's variables (their values stay).
