@@ -52,6 +52,18 @@ def load_flat_mnist(n: int, split: str = "train"):
     )
 
 
+def write_result(stem: str, entry: dict, *also: Path) -> Path:
+    """Writes `entry` to benchmarks/results/<stem>_<backend>.json and says
+    what was written (with `also`, e.g. the plot) and how long it took."""
+    import keras
+
+    out = RESULTS / f"{stem}_{keras.backend.backend()}.json"
+    out.write_text(json.dumps(entry, indent=2) + "\n")
+    names = " and ".join(str(p.relative_to(ROOT)) for p in (out, *also))
+    print(f"wrote {names} in {entry['seconds']:.0f}s")
+    return out
+
+
 def write_docs_section(name: str, body: str) -> None:
     """Replaces the `<!-- name:start -->...<!-- name:end -->` part of
     docs/benchmarks.md with `body`, appending it the first time."""

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, load_flat_mnist
+from _common import ROOT, load_flat_mnist, write_result
 
 SPARSITIES = (0.8, 0.95)
 
@@ -189,11 +188,8 @@ def main(argv=None) -> dict:
         "rows": rows,
         "seconds": time.perf_counter() - began,
     }
-    suffix = "" if name == "lenet" else "_conv"
-    out = RESULTS / f"early_bird{suffix}_{keras.backend.backend()}.json"
-    out.write_text(json.dumps(entry, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)} and {img.relative_to(ROOT)} "
-          f"in {entry['seconds']:.0f}s")
+    write_result("early_bird" if name == "lenet" else "early_bird_conv",
+                 entry, img)
     return entry
 
 

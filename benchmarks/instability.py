@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, load_flat_mnist
+from _common import ROOT, load_flat_mnist, write_result
 
 
 def lenet(seed: int):
@@ -130,10 +129,7 @@ def main(argv=None) -> dict:
         "rows": rows,
         "seconds": time.perf_counter() - began,
     }
-    out = RESULTS / f"instability_{keras.backend.backend()}.json"
-    out.write_text(json.dumps(entry, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)} and {img.relative_to(ROOT)} "
-          f"in {entry['seconds']:.0f}s")
+    write_result("instability", entry, img)
     return entry
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _reproduction as rep
-from _common import describe_file, mnist_path
+from _common import describe_file, load_flat_mnist, mnist_path
 
 METHODS = ("snip", "grasp", "synflow", "magnitude", "random")
 ABLATIONS = ("none", "shuffle", "reinit")
@@ -56,13 +56,11 @@ def parse_args(argv=None):
 
 
 def load(n):
-    import numpy as np
-
-    with np.load(mnist_path()) as d:
-        x = d["x_train"][:n].reshape(-1, 784).astype("float32") / 255.0
-        y = d["y_train"][:n].astype("int32")
-        xt = d["x_test"].reshape(-1, 784).astype("float32") / 255.0
-        yt = d["y_test"].astype("int32")
+    x, y, data = load_flat_mnist(n)
+    xt, yt, _ = load_flat_mnist(10_000, split="test")
+    if not data.startswith("MNIST"):
+        raise SystemExit(f"MNIST not found at {mnist_path()}: set "
+                         "KERAS_LOTTERY_MNIST to an mnist.npz (Keras layout).")
     return x, y, xt, yt
 
 

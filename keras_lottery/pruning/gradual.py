@@ -24,7 +24,11 @@ import numpy as np
 from keras_lottery.core.model import iter_weight_keys, require_wrappers
 from keras_lottery.pruning.granularity import NMGranularity, get_granularity
 from keras_lottery.pruning.names import resolve_layers
-from keras_lottery.pruning.options import check_prune_options, check_sparsity
+from keras_lottery.pruning.options import (
+    check_layer_mapping,
+    check_prune_options,
+    check_sparsity,
+)
 from keras_lottery.pruning.prune import collapse_warning, planned_masks, prune
 from keras_lottery.pruning.report import PruneReport
 from keras_lottery.pruning.schedules import (
@@ -126,21 +130,12 @@ def _check_schedule(value, what: str, *, allow_none: bool):
 def _check_layer_schedules(layer_schedules) -> dict:
     if layer_schedules is None:
         return {}
-    if not isinstance(layer_schedules, Mapping):
-        raise TypeError(
-            "`layer_schedules` maps layer names or layer classes to a "
-            "PruningSchedule or None (left dense), e.g. {'Conv2D': "
-            "ConstantSparsity(0.5, 0), 'head': None}. Received: "
-            f"layer_schedules={layer_schedules!r}"
-        )
-    for selector, value in layer_schedules.items():
-        if not isinstance(selector, (str, type)):
-            raise TypeError(
-                "`layer_schedules` names layers by name or by class. "
-                f"Received: {selector!r} of type {type(selector).__name__}."
-            )
-        _check_schedule(value, f"layer_schedules[{selector!r}]", allow_none=True)
-    return dict(layer_schedules)
+    return check_layer_mapping(
+        layer_schedules, "layer_schedules",
+        "a PruningSchedule or None (left dense), e.g. {'Conv2D': "
+        "ConstantSparsity(0.5, 0), 'head': None}",
+        lambda value, what: _check_schedule(value, what, allow_none=True),
+    )
 
 
 def _sparsity(mask: np.ndarray) -> float:

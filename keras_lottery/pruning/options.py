@@ -138,23 +138,41 @@ def check_prune_highest(value) -> bool:
     )
 
 
+def check_layer_mapping(mapping, argument: str, example: str, check_value) -> dict:
+    """Checks a mapping from layer selectors (names or classes) to values.
+
+    The one check of `rates=` and `GradualPruning(layer_schedules=)`:
+    keys name layers as `keras_lottery.core.model.selects` does, and each
+    value passes `check_value(value, "argument[key]")`.
+
+    Example:
+
+    >>> from keras_lottery.pruning.options import check_layer_mapping, check_rate
+    >>> check_layer_mapping({"fc": 0.1}, "rates", "rates", check_rate)
+    {'fc': 0.1}
+    """
+    if not isinstance(mapping, Mapping):
+        raise TypeError(
+            f"`{argument}` maps layer names or layer classes to {example}. "
+            f"Received: {argument}={mapping!r}"
+        )
+    for selector, value in mapping.items():
+        if not isinstance(selector, (str, type)):
+            raise TypeError(
+                f"`{argument}` names layers by name (the layer's own or its "
+                f"key) or by class. Received: {selector!r} of type "
+                f"{type(selector).__name__}."
+            )
+        check_value(value, f"{argument}[{selector!r}]")
+    return dict(mapping)
+
+
 def _check_rates(rates):
     if rates is None:
         return None
-    if not isinstance(rates, Mapping):
-        raise TypeError(
-            "`rates` maps layer names or layer classes to rates, e.g. "
-            f"{{'Conv2D': 0.15, 'fc': 0.1}}. Received: rates={rates!r}"
-        )
-    for selector, value in rates.items():
-        if not isinstance(selector, (str, type)):
-            raise TypeError(
-                "`rates` names layers by name (the layer's own or its key) "
-                "or by class. Received: "
-                f"{selector!r} of type {type(selector).__name__}."
-            )
-        check_rate(value, f"rates[{selector!r}]")
-    return rates
+    return check_layer_mapping(
+        rates, "rates", "rates, e.g. {'Conv2D': 0.15, 'fc': 0.1}", check_rate
+    )
 
 
 def check_groups(groups) -> list[Group]:

@@ -140,6 +140,8 @@ def test_channel_masks_zero_whole_units(rng):
         assert int(dead[key].sum()) == pruned_count(0.3, units)
     # A conv filter's channel group: the filter and the next Dense's input
     # rows at every Flatten position (channel c is row c, c + 10, ...).
+    conv = masks["conv2d/kernel"].reshape(-1, 10)
+    assert (conv[:, ~dead["conv2d/kernel"]] == 1).all()  # kept filters whole
     rows = masks["dense/kernel"].reshape(16, 10, 20)
     assert (rows[:, dead["conv2d/kernel"]] == 0).all()
     assert (rows[:, ~dead["conv2d/kernel"]][..., ~dead["dense/kernel"]] == 1).all()
