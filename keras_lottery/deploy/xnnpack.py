@@ -30,13 +30,11 @@ import numpy as np
 from keras_lottery._internal import graph
 from keras_lottery.core.model import check_model
 from keras_lottery.core.wrapper import PrunableWrapper
+from keras_lottery.deploy.tflite.report import CONVERTER_SPARSITY
 from keras_lottery.pruning.granularity import BlockGranularity
 
 L = keras.layers
 
-#: The fraction of zeros from which the TFLite converter stores a weight
-#: sparse (`EXPERIMENTAL_SPARSITY`).
-CONVERTER_SPARSITY = 0.3
 #: XNNPACK runs a 1x1 convolution sparse only above this fraction of zeros.
 XNNPACK_SPARSITY = 2 / 3
 

@@ -224,7 +224,10 @@ def test_int8_unstructured_falls_back_to_a_loadable_encoding(int8_unstructured):
     model, path, report = int8_unstructured
     assert report.quantize == "int8"
     assert not report.sparse
-    assert any("XNNPACK" in note for note in report.notes), report.notes
+    (note,) = [n for n in report.notes if "XNNPACK" in n]
+    # The real cause (LiteRT's words) and the documented fix.
+    assert "failed to prepare" in note and "wrong outputs" not in note
+    assert "1x16 blocks" in note and "block_shape=(16, 1)" in note
     assert report.xnnpack != "load fails"
     assert all(t.dtype == "int8" and t.encoding == "dense"
                for t in report.tensors)
@@ -234,6 +237,50 @@ def test_int8_unstructured_falls_back_to_a_loadable_encoding(int8_unstructured):
     got = _run_tflite(path, x, xnnpack=True)  # loads under XNNPACK
     scale = np.max(np.abs(expected))
     assert np.max(np.abs(got - expected)) <= TOLERANCES["int8"] * scale
+
+
+def test_a_failed_run_under_xnnpack_is_not_called_wrong_outputs(
+        int8_unstructured, monkeypatch):
+    """A sparse file that loads but fails when run under XNNPACK (a kernel
+    "failed to prepare" at the verification batch size) gets the load
+    failure's note: the real error and the 1x16 advice."""
+    from keras_lottery.deploy.tflite import export as export_module
+
+    model, path, _ = int8_unstructured
+    real = export_module.verify_outputs
+    calls = []
+
+    def failing_once(content, *args, **kwargs):
+        calls.append(content)
+        if len(calls) == 1:
+            raise ExportError(
+                "The converted model fails to run with the default delegates"
+                " (XNNPACK): Node number 4 (TfLiteXNNPackDelegate) failed to "
+                "prepare.", runtime="xnnpack", kind="run")
+        return real(content, *args, **kwargs)
+
+    monkeypatch.setattr(export_module, "verify_outputs", failing_once)
+    data = np.random.default_rng(0).standard_normal((8, 64)).astype("float32")
+    notes = []
+    dense = path.read_bytes()
+    content, used_sparse, errors, _ = export_module._verify_or_fall_back(
+        b"sparse file", dense, True, kl.strip(model), [data], "int8", notes)
+    assert content == dense and not used_sparse and calls[1] == dense
+    assert errors["xnnpack"] <= TOLERANCES["int8"]
+    (note,) = notes
+    assert "failed to prepare" in note and "wrong outputs" not in note
+    assert "1x16 blocks" in note
+
+
+def test_float32_not_smaller_note_does_not_blame_int8(tmp_path):
+    """A tiny float32 weight: DENSIFY and indices outweigh its zeros."""
+    model = kl.wrap(mlp((8, 4)))
+    kl.prune(model, 0.5, output_rate=0.5)
+    report = export_tflite(model, tmp_path / "m.tflite")
+    (note,) = report.notes
+    assert "not smaller" in note and "int8" not in note, note
+    assert "float32" in note and "1x4 blocks" in note
+    assert not report.sparse and report.file_bytes == report.dense_bytes
 
 
 # ------------------------------------------------------------- bad inputs

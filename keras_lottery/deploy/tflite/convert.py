@@ -14,6 +14,7 @@ import numpy as np
 from keras_lottery._internal.child import call_child, temporary_folder
 from keras_lottery.deploy.tflite.interpreter import first_line
 from keras_lottery.deploy.tflite.report import ExportError
+from keras_lottery.deploy.tflite.reshapes import constant_shape_reshapes
 
 
 def _converter_kwargs(sparse: bool, quantize: str | None,
@@ -132,6 +133,7 @@ def convert(model, *, variants: dict[str, bool], quantize,
         return _convert_in_child(model, variants=variants, quantize=quantize,
                                  representative=representative,
                                  select_tf_ops=select_tf_ops)
+    model = constant_shape_reshapes(model)
     out = {}
     for name, sparse in variants.items():
         try:

@@ -26,12 +26,12 @@ from keras_lottery.deploy.tflite.inputs import (
     prepare_model,
     sample_inputs,
 )
-from keras_lottery.deploy.tflite.interpreter import analyse
+from keras_lottery.deploy.tflite.interpreter import Analysis, analyse
 from keras_lottery.deploy.tflite.paths import check_path
 from keras_lottery.deploy.tflite.report import (
     ExportError,
     ExportReport,
-    TensorEncoding,
+    dense_weights_note,
 )
 from keras_lottery.deploy.tflite.verify import verify as verify_outputs
 
@@ -143,13 +143,14 @@ def export_tflite(
             "wrong outputs under XNNPACK (measured on LiteRT 2.3); export "
             "with verify=True to check this model."
         )
-    tensors, versions, placement, xnn_error = _final_check(
-        content, shapes, quantize, sparse, notes)
+    found = _final_check(content, shapes, quantize, sparse, used_sparse,
+                         notes)
     atomic_write_bytes(path, content)
     return ExportReport(
         path=path, file_bytes=len(content), dense_bytes=len(dense),
-        quantize=quantize, sparse=used_sparse, tensors=tensors,
-        op_versions=versions, xnnpack=placement, xnnpack_error=xnn_error,
+        quantize=quantize, sparse=used_sparse, tensors=found.tensors,
+        op_versions=found.versions, xnnpack=found.placement,
+        xnnpack_error=found.error, off_xnnpack=found.off,
         max_error=errors, tolerance=tolerance,
         backend=keras.backend.backend(), notes=tuple(notes),
     )
@@ -181,34 +182,53 @@ def _check_arguments(sparse, quantize, representative_data, verify,
         )
 
 
+def _xnnpack_failure_note(quantize, cause: str) -> str:
+    """The sparse encoding failed to load or run under XNNPACK: why, and
+    what to do (the same words whether loading or running failed)."""
+    note = ("The sparse encoding fails under XNNPACK, LiteRT's default "
+            f"delegate: {cause}. ")
+    if quantize in ("int8", "dynamic"):
+        note += (f"For {quantize} weights XNNPACK cannot prepare the "
+                 "DENSIFY ops the converter emits for zeros not in 1x16 "
+                 "blocks along the input axis. ")
+    note += "Wrote the dense encoding instead. To keep the sparse one, "
+    if quantize in ("int8", "dynamic"):
+        return note + (
+            "prune Dense kernels in 1x16 blocks (kernel[i:i+16, j]: "
+            "prune(..., granularity='block', block_shape=(16, 1))), or "
+            "use quantize=None or 'float16'.")
+    return note + ("export with verify=False and check the file on your "
+                   "runtime, or report the error to LiteRT.")
+
+
+def _not_smaller_note(candidate: bytes, dense: bytes, tensors,
+                      quantize) -> str:
+    stored = [t for t in tensors if t.encoding != "dense"]
+    kept = sum(t.stored_fraction for t in stored) / max(1, len(stored))
+    block = "1x16" if quantize in ("int8", "dynamic") else "1x4"
+    kind = quantize or "float32"
+    return (
+        f"The sparse encoding ({len(candidate):,} bytes) is not smaller "
+        f"than the dense one ({len(dense):,} bytes): its sparse weights "
+        f"keep {100 * kept:.0f}% of their values on average, and the "
+        f"indices of the kept {kind} values cost more than the zeros "
+        "save. Wrote the dense encoding. To make it smaller, prune "
+        f"further or in {block} blocks along the input axis "
+        f"(prune(..., granularity='block'))."
+    )
+
+
 def _choose_encoding(candidate: bytes, dense: bytes, shapes, quantize,
                      notes: list[str]) -> tuple[bytes, bool]:
     """(content, sparse): the sparse file unless it is no smaller, has no
     sparse weight or fails to load under XNNPACK (then a note says why)."""
-    tensors, _, placement, xnn_error = analyse(candidate, shapes)
+    tensors, _, placement, xnn_error, _ = analyse(candidate, shapes)
     if not any(t.encoding != "dense" for t in tensors):
-        notes.append(
-            "No weight has >= 30% zeros, the converter's threshold for "
-            "a sparse encoding: the file is the dense export."
-        )
+        notes.append(dense_weights_note(tensors))
     elif placement == "load fails":
-        notes.append(
-            "The sparse encoding fails to load under XNNPACK, LiteRT's "
-            f"default delegate ({xnn_error}). For {quantize} weights "
-            "XNNPACK cannot prepare DENSIFY ops, which the converter "
-            "emits for zeros not in 1x16 blocks along the input axis. "
-            "Wrote the dense encoding instead. To keep the sparse one, "
-            "prune Dense kernels in 1x16 blocks (kernel[i:i+16, j]) or "
-            "use quantize=None or 'float16'."
-        )
+        notes.append(_xnnpack_failure_note(quantize, xnn_error))
     elif len(candidate) >= len(dense):
-        notes.append(
-            f"The sparse encoding ({len(candidate):,} bytes) is not "
-            f"smaller than the dense one ({len(dense):,} bytes): sparse "
-            "indices cost more than the zeros they save (typical of "
-            "unstructured int8 below about 70% sparsity). Wrote the "
-            "dense encoding."
-        )
+        notes.append(_not_smaller_note(candidate, dense, tensors, quantize))
     else:
         return candidate, True
     return dense, False
@@ -218,7 +238,8 @@ def _verify_or_fall_back(content: bytes, dense: bytes, used_sparse: bool,
                          model, inputs: list[np.ndarray], quantize,
                          notes: list[str]):
     """(content, sparse, errors, tolerance) after checking the outputs; a
-    sparse file wrong under XNNPACK gives way to the dense one."""
+    sparse file that fails or is wrong under XNNPACK gives way to the
+    dense one."""
     try:
         errors, tolerance = verify_outputs(content, model, inputs, quantize,
                                            xnnpack_loads=True)
@@ -226,21 +247,31 @@ def _verify_or_fall_back(content: bytes, dense: bytes, used_sparse: bool,
     except ExportError as error:
         if not used_sparse or error.runtime != "xnnpack":
             raise
-        notes.append(
-            "The sparse encoding gives wrong outputs under XNNPACK, "
-            f"LiteRT's default delegate ({error}). Wrote the dense "
-            "encoding instead."
-        )
+        if error.kind == "run":
+            notes.append(_xnnpack_failure_note(quantize, str(error)))
+        else:
+            notes.append(
+                "The sparse encoding gives wrong outputs under XNNPACK, "
+                f"LiteRT's default delegate ({error}); the dense encoding "
+                "of the same weights is checked next. Wrote the dense "
+                "encoding instead." + (
+                    " Block-sparse dynamic-range weights are the known "
+                    "case (LiteRT 2.3): use quantize='int8' in 1x16 blocks "
+                    "or float32 in 1x4 blocks." if quantize == "dynamic"
+                    else ""))
     errors, tolerance = verify_outputs(dense, model, inputs, quantize,
                                        xnnpack_loads=True)
     return dense, False, errors, tolerance
 
 
-def _final_check(content: bytes, shapes, quantize, sparse,
-                 notes: list[str]) -> tuple[tuple[TensorEncoding, ...],
-                                            dict[str, int], str, str | None]:
-    """Reads the chosen file back; it must load under XNNPACK."""
-    tensors, versions, placement, xnn_error = analyse(content, shapes)
+def _final_check(content: bytes, shapes, quantize, sparse, used_sparse,
+                 notes: list[str]) -> Analysis:
+    """Reads the chosen file back; it must load under XNNPACK. Notes the
+    weights with many zeros stored dense, and the ops off XNNPACK."""
+    found = analyse(content, shapes)
+    tensors, placement, xnn_error = found.tensors, found.placement, found.error
+    if used_sparse and dense_weights_note(tensors, only_zeroed=True):
+        notes.append(dense_weights_note(tensors, only_zeroed=True))
     if placement == "load fails":
         raise ExportError(
             f"The converted model fails to load under XNNPACK, LiteRT's "
@@ -254,7 +285,12 @@ def _final_check(content: bytes, shapes, quantize, sparse,
             "see the XNNPACK column. Block-prune all Dense layers or none "
             "to keep every FullyConnected on one fast path."
         )
-    return tensors, versions, placement, xnn_error
+    if found.off:
+        notes.append(
+            f"{len(found.off)} ops run off XNNPACK, on LiteRT's builtin "
+            "kernels (" + ", ".join(f"#{i} {op}" for i, op, _ in found.off)
+            + "); report.off_xnnpack says why for each.")
+    return found
 
 
 __all__ = ["QUANTIZE_MODES", "export_tflite"]

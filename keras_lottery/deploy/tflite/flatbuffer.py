@@ -16,6 +16,7 @@ import struct
 import keras
 import numpy as np
 
+from keras_lottery.deploy.tflite.ops import layer_of_tensor
 from keras_lottery.deploy.tflite.paths import check_path
 from keras_lottery.errors import KerasLotteryError
 
@@ -120,7 +121,9 @@ def _name_layers(encodings: list[dict], keras_weights) -> None:
 
     TFLite keeps no layer names, and the tensor names carry TensorFlow's
     uniquified scopes (`dense_1_2`), so weights are matched to the Keras
-    weights of the same shape, in graph order.
+    weights of the same shape, in graph order; without a Keras model, the
+    layer comes from the tensor name (`ops.layer_of_tensor`: the scope of
+    the op reading the weight, or "?").
     """
     unused = list(keras_weights)
     for record in encodings:
@@ -130,8 +133,7 @@ def _name_layers(encodings: list[dict], keras_weights) -> None:
         if match is not None:
             record["layer"] = unused.pop(match)[0]
         else:
-            first = record["tensor"].split(";")[0]
-            record["layer"] = first.rsplit("/", 1)[0] if "/" in first else first
+            record["layer"] = layer_of_tensor(record["tensor"])
 
 
 def _check_header(content: bytes, where: str) -> None:
@@ -256,6 +258,23 @@ def read_flatbuffer(content: bytes, keras_weights=(),
             f"({type(error).__name__}: {error}). Export it again.") from None
 
 
+#: Stored types that are not weights (paddings, shapes, axes, indices).
+_NOT_WEIGHTS = ("int32", "int64", "bool")
+
+
+def _zeros(fb: Flatbuffer, tensor, dtype: str, total: int) -> float | None:
+    """Fraction of the tensor's values that are zero (None when the values
+    are not in the file or not of a numeric type read here)."""
+    buffer = fb.model.buffers[tensor.buffer]
+    if buffer.data is None or dtype not in ("float32", "float16", "int8",
+                                             "uint8", "int16"):
+        return None
+    values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=dtype)
+    if tensor.sparsity is None and values.size != total:
+        return None
+    return 1.0 - float(np.count_nonzero(values)) / total
+
+
 def _encodings(fb: Flatbuffer, keras_weights):
     graph = fb.graph
     versions: dict[str, int] = {}
@@ -279,6 +298,8 @@ def _encodings(fb: Flatbuffer, keras_weights):
             if len(shape) < 2:
                 continue  # biases, shapes, scalars
             dtype = TENSOR_TYPES.get(int(tensor.type), str(tensor.type))
+            if dtype in _NOT_WEIGHTS:
+                continue  # paddings, shapes, axes
             nbytes = fb.stored_bytes(stored)
             total = max(1, int(np.prod(shape)))
             itemsize = np.dtype(dtype).itemsize if dtype in (
@@ -297,6 +318,7 @@ def _encodings(fb: Flatbuffer, keras_weights):
                 "encoding": encoding, "block": block,
                 "stored_fraction": min(1.0, nbytes / itemsize / total),
                 "stored_bytes": nbytes,
+                "zeros": _zeros(fb, tensor, dtype, total),
             })
     _name_layers(encodings, keras_weights)
     return encodings, versions, len(fb.operators)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import NamedTuple
 
-from keras_lottery.deploy.tflite.flatbuffer import read_flatbuffer
+from keras_lottery.deploy.tflite.flatbuffer import Flatbuffer, read_flatbuffer
+from keras_lottery.deploy.tflite.ops import off_xnnpack
 from keras_lottery.deploy.tflite.paths import check_path
 from keras_lottery.deploy.tflite.report import ExportReport, TensorEncoding
 
@@ -63,11 +66,24 @@ def delegated_ops(interpreter, num_ops: int) -> set[int]:
 
 def first_line(error: BaseException) -> str:
     text = str(error).strip().replace("\n", " ")
+    # LiteRT runs two messages together: "...node #1Node number 4 (...)".
+    text = re.sub(r"(#\d+)(Node number)", r"\1; \2", text)
     return text if len(text) < 300 else text[:297] + "..."
 
 
-def analyse(content: bytes, keras_weights=()):
-    """Encodings, op versions and XNNPACK placement of a model."""
+class Analysis(NamedTuple):
+    """What `analyse` read from a model (see `ExportReport`)."""
+
+    tensors: tuple[TensorEncoding, ...]
+    versions: dict[str, int]
+    placement: str
+    error: str | None
+    off: tuple[tuple[int, str, str], ...]
+
+
+def analyse(content: bytes, keras_weights=()) -> Analysis:
+    """Encodings, op versions and XNNPACK placement of a model, with the
+    reason each op XNNPACK did not take runs off it."""
     raw, versions, num_ops = read_flatbuffer(content, keras_weights)
     xnn_error = None
     try:
@@ -79,15 +95,15 @@ def analyse(content: bytes, keras_weights=()):
                        else r["op_index"] in taken)
         for r in raw
     )
+    off: tuple[tuple[int, str, str], ...] = ()
     if taken is None:
         placement = "load fails"
     elif len(taken) == num_ops:
         placement = "all"
-    elif taken:
-        placement = "partial"
     else:
-        placement = "none"
-    return tensors, versions, placement, xnn_error
+        placement = "partial" if taken else "none"
+        off = off_xnnpack(Flatbuffer(content), taken)
+    return Analysis(tensors, versions, placement, xnn_error, off)
 
 
 def inspect_tflite(path: str | os.PathLike) -> ExportReport:
@@ -113,12 +129,13 @@ def inspect_tflite(path: str | os.PathLike) -> ExportReport:
     """
     path = check_path(path, must_exist=True)
     content = Path(path).read_bytes()
-    tensors, versions, placement, xnn_error = analyse(content)
+    tensors, versions, placement, xnn_error, off = analyse(content)
     return ExportReport(
         path=path, file_bytes=len(content), dense_bytes=None, quantize=None
         if not any(t.dtype == "int8" for t in tensors) else "int8 or dynamic",
         sparse=any(t.encoding != "dense" for t in tensors), tensors=tensors,
         op_versions=versions, xnnpack=placement, xnnpack_error=xnn_error,
+        off_xnnpack=off,
     )
 
 

@@ -16,6 +16,9 @@ class ExportError(KerasLotteryError, RuntimeError):
     Attributes:
         runtime: `"xnnpack"` or `"builtin"` when the failure is specific to
             one runtime, else None.
+        kind: `"run"` when the model failed to load or run (e.g. a kernel
+            "failed to prepare"), `"mismatch"` when it ran but its outputs
+            differ from the Keras model's, else None.
 
     Example:
 
@@ -24,9 +27,11 @@ class ExportError(KerasLotteryError, RuntimeError):
     'xnnpack'
     """
 
-    def __init__(self, message: str, *, runtime: str | None = None):
+    def __init__(self, message: str, *, runtime: str | None = None,
+                 kind: str | None = None):
         super().__init__(message)
         self.runtime = runtime
+        self.kind = kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +54,8 @@ class TensorEncoding:
         stored_bytes: Bytes of the stored values (indices excluded).
         xnnpack: Whether the op was delegated to XNNPACK when loaded with
             the default delegates; None when the model did not load.
+        zeros: Fraction of the weight's values that are zero, read from
+            the file (None when it cannot be read there).
 
     Example:
 
@@ -70,6 +77,7 @@ class TensorEncoding:
     stored_fraction: float
     stored_bytes: int
     xnnpack: bool | None
+    zeros: float | None = None
 
     def describe(self) -> str:
         """A short human description of the encoding."""
@@ -98,6 +106,8 @@ class ExportReport:
         xnnpack: `"all"`, `"partial"`, `"none"` (ops the XNNPACK delegate
             took when loaded with the default delegates) or `"load fails"`.
         xnnpack_error: The load error under XNNPACK, if any.
+        off_xnnpack: `(op index, op name, reason)` for each op XNNPACK
+            did not take when the model loaded with the default delegates.
         max_error: `{"xnnpack": e, "builtin": e}`: the largest
             `max |tflite - keras| / max |keras|` over the outputs of the
             verification inputs; empty when not verified.
@@ -121,6 +131,7 @@ class ExportReport:
     op_versions: dict[str, int]
     xnnpack: str
     xnnpack_error: str | None = None
+    off_xnnpack: tuple[tuple[int, str, str], ...] = ()
     max_error: dict[str, float] = dataclasses.field(default_factory=dict)
     tolerance: float | None = None
     backend: str | None = None
@@ -149,6 +160,7 @@ class ExportReport:
             for t in self.tensors
         ]
         data["notes"] = list(self.notes)
+        data["off_xnnpack"] = [list(op) for op in self.off_xnnpack]
         data["size_ratio"] = self.size_ratio
         return data
 
@@ -157,17 +169,18 @@ class ExportReport:
         return json.dumps(self.to_dict(), **kwargs)
 
     def __str__(self) -> str:
-        header = ("Layer", "Op", "Shape", "Type", "Encoding", "Stored",
-                  "Bytes", "XNNPACK")
+        header = ("Layer", "Op", "Shape", "Type", "Zeros", "Encoding",
+                  "Stored", "Bytes", "XNNPACK")
         rows = [
             (t.layer, t.op, "x".join(map(str, t.shape)), t.dtype,
+             "-" if t.zeros is None else f"{100 * t.zeros:.1f}%",
              t.describe(), f"{100 * t.stored_fraction:.1f}%",
              f"{t.stored_bytes:,}",
              "-" if t.xnnpack is None else ("yes" if t.xnnpack else "no"))
             for t in self.tensors
         ]
         lines = [f"TFLite model {self.path}",
-                 text_table(rows, header, left=[0, 1, 2, 3, 4, 7])]
+                 text_table(rows, header, left=[0, 1, 2, 3, 5, 8])]
         size = f"File: {self.file_bytes:,} bytes"
         if self.dense_bytes:
             size += (f"; dense export: {self.dense_bytes:,} bytes "
@@ -181,6 +194,8 @@ class ExportReport:
         if self.xnnpack_error:
             xnn += f" ({self.xnnpack_error})"
         lines.append(xnn)
+        lines += [f"  off XNNPACK: op #{i} {reason}"
+                  for i, _, reason in self.off_xnnpack]
         lines.append("Op versions: " + ", ".join(
             f"{k} v{v}" for k, v in sorted(self.op_versions.items())))
         if self.max_error:
@@ -192,4 +207,52 @@ class ExportReport:
         return "\n".join(lines)
 
 
-__all__ = ["ExportError", "ExportReport", "TensorEncoding"]
+#: The fraction of zeros from which the converter stores a weight sparse.
+CONVERTER_SPARSITY = 0.3
+
+#: Ops whose weights `EXPERIMENTAL_SPARSITY` sparse-encodes (observed with
+#: TensorFlow 2.21; a GATHER table with 80% zeros stays dense).
+SPARSE_ENCODED_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+
+
+def dense_weights_note(tensors, *, only_zeroed: bool = False) -> str | None:
+    """Why weights are stored dense: none has enough zeros, or (naming
+    them) the converter does not sparse-encode their op's weights.
+
+    Example:
+
+    >>> from keras_lottery.deploy.tflite.report import (
+    ...     TensorEncoding, dense_weights_note)
+    >>> table = TensorEncoding("GATHER", 0, "embedding", "t", (100, 8),
+    ...                        "float32", "dense", None, 1.0, 3200, False, 0.8)
+    >>> dense_weights_note([table])  # doctest: +ELLIPSIS
+    'Stored dense although mostly zeros: embedding (GATHER table, 80% zeros...
+    """
+    zeroed = [t for t in tensors if t.encoding == "dense" and t.zeros
+              is not None and t.zeros >= CONVERTER_SPARSITY]
+    if not zeroed:
+        return None if only_zeroed else (
+            "No weight has >= 30% zeros, the converter's threshold for a "
+            "sparse encoding: the file is the dense export.")
+    names = ", ".join(
+        f"{t.layer} ({t.op}{' table' if t.op == 'GATHER' else ''}, "
+        f"{100 * t.zeros:.0f}% zeros, {t.stored_bytes:,} bytes)"
+        for t in zeroed)
+    note = (f"Stored dense although mostly zeros: {names}. TFLite's "
+            "converter sparse-encodes only the weights of "
+            f"{', '.join(SPARSE_ENCODED_OPS)}.")
+    if any(t.op == "GATHER" for t in zeroed):
+        note += (
+            " An embedding table is the GATHER op's input, and LiteRT's "
+            "GATHER kernel reads a dense table only: a sparse one would "
+            "need a DENSIFY op, expanded when the model loads (a smaller "
+            "file, the same memory and speed). The file compresses well "
+            "(zeros gzip to almost nothing) for download size.")
+    if any(t.op in SPARSE_ENCODED_OPS for t in zeroed):
+        note += (" It left dense even some weights of those ops here: "
+                 "check them with sparse=True and quantize=None.")
+    return note
+
+
+__all__ = ["ExportError", "ExportReport", "TensorEncoding",
+           "dense_weights_note"]

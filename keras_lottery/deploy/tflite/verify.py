@@ -61,7 +61,7 @@ def verify(content: bytes, model, inputs, quantize, xnnpack_loads: bool):
                      else "the builtin kernels")
             raise ExportError(
                 f"The converted model fails to run with {where}: "
-                f"{first_line(error)}", runtime=label,
+                f"{first_line(error)}", runtime=label, kind="run",
             ) from error
         if len(got) != len(expected):
             raise ExportError(
@@ -84,7 +84,9 @@ def verify(content: bytes, model, inputs, quantize, xnnpack_loads: bool):
                 f"The .tflite model's outputs differ from the Keras model's "
                 f"({label} kernels): max |tflite - keras| / max |keras| = "
                 f"{worst:.3g}, above the tolerance {tolerance:g} for "
-                f"quantize={quantize!r}. For int8, pass representative_data "
-                "drawn from the real input distribution.", runtime=label,
+                f"quantize={quantize!r}." + (
+                    " For int8, pass representative_data drawn from the "
+                    "real input distribution." if quantize == "int8" else ""),
+                runtime=label, kind="mismatch",
             )
     return errors, tolerance
