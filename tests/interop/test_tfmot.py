@@ -120,6 +120,29 @@ fit(pruned, x, rng.integers(0, 4, 16))
 pruned.save(os.path.join(out, "mobile.h5"))
 save_expected("mobile", pruned, x)
 
+# The batches (from 0) after which tfmot's masks changed, and the zeros per
+# layer then, for a schedule whose end_step (5) is off the frequency grid.
+class MaskLog(k.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.batch, self.events, self.last = 0, [], None
+
+    def on_train_batch_end(self, batch, logs=None):
+        zeros = [int(np.sum(layer.pruning_vars[0][1].numpy() == 0))
+                 for layer in self.model.layers]
+        if zeros != self.last and any(zeros):
+            self.events.append([self.batch, zeros])
+        self.last, self.batch = zeros, self.batch + 1
+
+small = k.Sequential([L.InputLayer((8,)), L.Dense(32), L.Dense(4)])
+pruned = sparsity.prune_low_magnitude(small, pruning_schedule=sparsity.PolynomialDecay(
+    0.2, 0.9, begin_step=0, end_step=5, frequency=2))
+log = MaskLog()
+pruned.compile(k.optimizers.Adam(0.01), "mse")
+pruned.fit(rng.random((32, 8)), rng.random((32, 4)), batch_size=8, epochs=2,
+           verbose=0, callbacks=[sparsity.UpdatePruningStep(), log])
+with open(os.path.join(out, "steps.json"), "w") as f:
+    f.write(repr(log.events))
+
 # Not supported: a LayerNormalization.
 k.Sequential([L.InputLayer((4,)), L.Dense(3), L.LayerNormalization()]).save(
     os.path.join(out, "unsupported.h5"))
@@ -340,3 +363,52 @@ def test_check_xnnpack_sparse_names_an_under_pruned_conv_once():
     text = str(check_xnnpack_sparse(keras.Model(x, h)))
     assert text.count("pw") == 1, text
     assert "needs > 66.7%" in text
+
+
+class TfmotSteps(kl.PolynomialDecay):
+    """The guide's recipe: prune on tfmot's frequency grid only."""
+
+    def __call__(self, step):
+        prune, target = super().__call__(step)
+        return prune and (step - self.begin_step) % self.frequency == 0, target
+
+
+class MaskLog(keras.callbacks.Callback):
+    """The batches after which the masks changed, and the zeros then."""
+
+    def on_train_begin(self, logs=None):
+        self.batch, self.events, self.last = 0, [], None
+
+    def on_train_batch_end(self, batch, logs=None):
+        zeros = [int(m.size - np.count_nonzero(m))
+                 for m in kl.get_masks(self.model).values()]
+        if zeros != self.last and any(zeros):
+            self.events.append([self.batch, zeros])
+        self.last, self.batch = zeros, self.batch + 1
+
+
+def test_step_offset_and_the_guides_recipe_prune_on_tfmots_steps(tfmot_dir):
+    import ast
+
+    tfmot_events = ast.literal_eval((tfmot_dir / "steps.json").read_text())
+    # tfmot 0.8.1 prunes at its steps 2 and 4 (batches 1 and 3), not at 5.
+    assert [batch for batch, _ in tfmot_events] == [1, 3], tfmot_events
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 8)), rng.random((32, 4))
+    found = {}
+    for name, kind, offset in (("guide", kl.PolynomialDecay, 0),
+                               ("offset", kl.PolynomialDecay, 1),
+                               ("recipe", TfmotSteps, 1)):
+        model = kl.wrap(keras.Sequential([keras.Input((8,)), keras.layers.Dense(32),
+                                          keras.layers.Dense(4)]))
+        model.compile(keras.optimizers.Adam(0.01), "mse")
+        log = MaskLog()
+        schedule = kind(0.2, 0.9, begin_step=0, end_step=5, frequency=2)
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[
+            kl.GradualPruning(schedule, step_offset=offset), log])
+        found[name] = log.events
+    assert found["recipe"] == tfmot_events  # same batches, same zeros
+    # step_offset=1 alone: tfmot's steps, then end_step (batch 4) as well.
+    assert found["offset"][:2] == tfmot_events
+    assert found["offset"][2] == [4, [230, 115]]  # 0.9 of 256 and 128
+    assert [batch for batch, _ in found["guide"]] == [0, 2, 4, 5]
