@@ -50,11 +50,15 @@ alone (for the seed-overlap analysis) and adds no rows.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import sys
 import time
 from pathlib import Path
+
+try:
+    import fcntl  # POSIX: one lock for the processes of several seeds
+except ImportError:  # Windows: run the seeds one after the other
+    fcntl = None
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _reproduction as rep
@@ -285,7 +289,8 @@ def save(args, backend, runs, dense, started):
     path.parent.mkdir(parents=True, exist_ok=True)
     (rep.RESULTS / "tmp").mkdir(parents=True, exist_ok=True)
     with open(rep.RESULTS / "tmp" / f"{path.stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
         old = json.loads(path.read_text()) if path.exists() else None
         if old is None:
             result = {**this, "data": data, "epochs": args.epochs,
