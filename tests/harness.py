@@ -149,3 +149,31 @@ def check_prunable_layer(factory, inputs: tuple, expected_weights=None,
         # Kept weights still learn (the check above would pass vacuously).
         assert np.any(grad[~pruned] != 0.0), f"{kind}/{name}: no gradient at all"
     return wrapper
+
+
+def tiny_search(seed: int, directory, before_fit=None) -> None:
+    """The suite's tiny real search, for the trial tests (local and Ray).
+
+    A 6-8-2 MLP seeded by `seed`, on fixed data, searched for 2 rounds at
+    rate 0.5 and saved in `directory`. `before_fit()` runs before each
+    training (the fault tests' hooks: raise, or wait to be killed). A
+    top-level function, so `run_trials` can run it in another process.
+    """
+    keras.backend.clear_session()  # the same layer names wherever it runs
+    keras.utils.set_random_seed(seed)
+    model = kl.wrap(keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(2),
+    ]))
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.normal(size=(32, 2)).astype("float32")
+
+    def fit_fn(m):
+        if before_fit is not None:
+            before_fit()
+        return m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+
+    kl.lottery_search(model, fit_fn, rounds=2, rate=0.5, seed=seed,
+                      directory=directory, verbose=0)

@@ -12,6 +12,8 @@ import weakref
 import numpy as np
 from keras import ops
 
+from keras_lottery._internal.processes import split_across_processes
+
 REWIND_POINTS = ("device", "host")
 
 
@@ -64,13 +66,11 @@ def host_array(value) -> np.ndarray:
     >>> host_array(keras.ops.ones((2,))).tolist()
     [1.0, 1.0]
     """
-    array = getattr(value, "value", value)  # a keras.Variable's tensor
-    if getattr(array, "is_fully_addressable", True) or getattr(
-        array, "is_fully_replicated", False
-    ):
+    if not split_across_processes(value):
         return ops.convert_to_numpy(value)
     from jax.experimental import multihost_utils
 
+    array = getattr(value, "value", value)  # a keras.Variable's tensor
     return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 

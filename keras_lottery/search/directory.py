@@ -26,7 +26,8 @@ a round of another search, at another position, or with a file that does
 not match its checksum is refused by name (`RoundDamagedError`); a damaged last
 round counts as unfinished (resume redoes it, with a warning). Searches
 written before ids existed have none and are read as before. One process
-writes a directory at a time (`lock`, `keras_lottery._internal.lock`).
+writes a directory at a time (`lock`, `keras_lottery._internal.lock`); of
+several JAX processes running one search, process 0 (`open`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from keras_lottery._internal.io import (
     read_json,
 )
 from keras_lottery._internal.lock import FolderLock
+from keras_lottery._internal.processes import WriterError, WriterSync
 from keras_lottery.search.records import RoundRecord
 
 ARGS_FILE = "search.json"
@@ -190,6 +192,37 @@ class SearchDirectory:
         probe_writable(self.path, f"{what}(directory={os.fspath(self.path)!r})")
         with FolderLock(self.path, what):
             yield self
+
+    def open(self, args: dict, sync: WriterSync, stack: contextlib.ExitStack,
+             what: str = "lottery_search") -> bool:
+        """`lock` (held until `stack` closes) and `start`, on the writer
+        only: process 0 of several JAX processes, which all pass the same
+        directory (`keras_lottery._internal.processes`). The others wait
+        for it, then check that they read the search it started (shared
+        storage). Returns `start`'s answer on every process.
+
+        Raises:
+            FolderLockedError, OSError: The directory cannot be written
+                (every process raises it).
+            WriterError: Process 0 failed or did not answer in time, or
+                this process does not see the search process 0 started.
+            ValueError: As `start`.
+        """
+        sync.on_writer("lock", lambda: stack.enter_context(self.lock(what))
+                       and None)
+        opened = sync.on_writer("start", lambda: {
+            "resume": self.start(args), "id": self.search_id()})
+        if not sync.writer and (
+            not self.exists() or self.search_id() != opened["id"]
+        ):
+            raise WriterError(
+                f"{what} on process {sync.index} of {sync.count}: {self.path} "
+                f"does not hold the search that process 0 started there (id "
+                f"{opened['id']}). Every process passes the directory process "
+                "0 writes and reads it: put it on storage they all share (one "
+                "machine, or a shared file system)."
+            )
+        return opened["resume"]
 
     def start(self, args: dict) -> bool:
         """Saves `args` for a new search, or checks them against the saved

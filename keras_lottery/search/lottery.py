@@ -18,9 +18,15 @@ import keras
 import numpy as np
 
 from keras_lottery._internal.lock import FolderLockedError
+from keras_lottery._internal.processes import (
+    WriterError,
+    WriterSync,
+    split_across_processes,
+)
 from keras_lottery.core.copy import copy_model
 from keras_lottery.core.model import iter_weight_keys, require_wrappers
 from keras_lottery.core.rewind import get_rewind_point, rewind, set_rewind_point
+from keras_lottery.core.state import host_array
 from keras_lottery.core.summary import summary
 from keras_lottery.errors import KerasLotteryError
 from keras_lottery.pruning.cycle import prune_and_rewind
@@ -87,6 +93,8 @@ class _Search:
         self.model, self.fit_fn = model, fit_fn
         self.eval_fn = checked_eval_fn(eval_fn)
         self.args, self.options, self.store = args, options, store
+        # Of several JAX processes, process 0 writes the directory.
+        self.sync = None if store is None else WriterSync("lottery_search")
         self.verbose = verbose
         self.early_bird = early_bird  # an EarlyBird config, or None
         self.found = require_wrappers(model)
@@ -106,11 +114,21 @@ class _Search:
             directory=None if self.store is None else self.store.path,
         )
 
-    def resume(self) -> int:
-        """Restores the last finished round of the directory into the
-        model; returns the round to run next."""
-        if self.store is None or not self.store.start(self.args):
+    def resume(self, stack: contextlib.ExitStack) -> int:
+        """Opens the directory (`SearchDirectory.open`: one writer) and
+        restores its last finished round into the model, on every process;
+        returns the round to run next."""
+        if self.store is None:
             return 0
+        try:  # a read-only folder fails before training
+            resumed = self.store.open(self.args, self.sync, stack)
+        except (FolderLockedError, WriterError, OSError) as error:
+            raise SearchError(str(error), 0, self.result()) from error
+        r = self.restore() if resumed else 0
+        self.sync.barrier("restored")  # all read before the writer writes
+        return r
+
+    def restore(self) -> int:
         self.records = self.store.read_records()
         if not self.records:
             return 0
@@ -172,12 +190,13 @@ class _Search:
                 r, self.result(),
             ) from error
 
-    def save(self, r: int, write, *values) -> None:
-        """Writes to the directory; a full disk or a permission error is a
-        SearchError naming the round, with the finished rounds."""
+    def save(self, r: int, write) -> None:
+        """`write()` to the directory, on the writer (the others wait for
+        it); a full disk or a permission error is a SearchError naming the
+        round, with the finished rounds, on every process."""
         try:
-            write(*values)
-        except OSError as error:
+            self.sync.on_writer(f"save round {r}", write)
+        except (OSError, WriterError) as error:
             raise SearchError(
                 f"lottery_search could not save round {r} in "
                 f"{self.store.path}: {type(error).__name__}: {error}. Rounds "
@@ -200,7 +219,7 @@ class _Search:
         self.rewind_values = get_rewind_point(
             self.model, "checkpoint" if self.late else "init")
         if self.store is not None:
-            self.save(0, self.store.save_rewind, self.rewind_values)
+            self.save(0, lambda: self.store.save_rewind(self.rewind_values))
         return metrics, early
 
     def train_controls(self, r: int, record: RoundRecord, starts: dict) -> None:
@@ -247,14 +266,23 @@ class _Search:
         record.seconds = time.perf_counter() - t0
         warn_non_finite(record)
         if self.store is not None:
-            self.save(r, self.store.save_round, record, self.model.get_weights(),
-                      masks)
+            weights = self.host_weights()
+            self.save(r, lambda: self.store.save_round(record, weights(), masks))
         self.records.append(record)
         if self.store is None:
             self.masks[r] = {k: v.astype(bool) for k, v in masks.items()}
             self.weights[r] = self.model.get_weights()
         self.done_here += 1
         return record
+
+    def host_weights(self) -> Callable[[], list]:
+        """`model.get_weights()`, read when the writer calls it; a weight
+        split across JAX processes is gathered now, by every process (a
+        collective)."""
+        split = {id(v): host_array(v) for v in self.model.weights
+                 if split_across_processes(v)}
+        return lambda: [split[id(v)] if id(v) in split else host_array(v)
+                        for v in self.model.weights]
 
     def report(self, record: RoundRecord) -> None:
         """One line per round: % remaining, metrics, controls, time, ETA."""
@@ -279,12 +307,7 @@ class _Search:
 
     def run(self) -> SearchResult:
         with contextlib.ExitStack() as stack:
-            if self.store is not None:
-                try:  # one writer; a read-only folder fails before training
-                    stack.enter_context(self.store.lock())
-                except (FolderLockedError, OSError) as error:
-                    raise SearchError(str(error), 0, self.result()) from error
-            r = self.resume()
+            r = self.resume(stack)
             while not self.finished(r):
                 record = self.run_round(r)
                 if self.verbose:
@@ -365,7 +388,10 @@ def lottery_search(
             and a model of the same architecture (layer names may differ)
             resumes after the last finished round; different arguments or
             another architecture on an existing search are an error saying
-            what differs.
+            what differs. On several JAX processes, pass the same directory
+            on every process (shared storage): process 0 writes it, the
+            others wait (at most `KERAS_LOTTERY_SYNC_TIMEOUT` s, 1800 by
+            default) and read it; a resumed search resumes everywhere.
         seed: Seeds Keras (`keras.utils.set_random_seed`) before each
             training, each round's pruning and the controls, so that a
             resumed search replays an uninterrupted one exactly (given a

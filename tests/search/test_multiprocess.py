@@ -3,11 +3,14 @@
 The test launches this file twice on 127.0.0.1 (`keras.distribution.
 initialize`, 2 processes x 2 CPU devices, JAX's gloo CPU collectives) and
 runs a 2-round `lottery_search` under `DataParallel` across the 4 devices;
-each process feeds its half of every global batch. Every process also runs
-the same search on one device in the same process, with the whole batch:
-the reference. The masks must be the reference's on both processes, and
-only process 0 writes the search directory. A failure in one process ends
-both (no hang: the launcher has a bounded timeout).
+each process feeds its half of every global batch, and both pass the same
+search directory. Every process also runs the same search on one device in
+the same process, with the whole batch: the reference. The masks must be
+the reference's on both processes, and only process 0 writes the search
+directory, each file once (every write of the directory is recorded). Both
+processes killed in round 2 and launched again resume after round 1 and end
+with the reference's masks. A failure in one process ends both (no hang:
+the launcher has a bounded timeout).
 
 JAX only: `keras.distribution` is implemented on JAX alone.
 
@@ -18,6 +21,8 @@ both processes (see `launch`).
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -67,15 +72,33 @@ def _model():
     return model
 
 
-def _search(model, x, y, batch, directory):
+def _search(model, x, y, batch, directory, fits=None):
     import keras_lottery as kl
 
-    return kl.lottery_search(
-        model,
-        lambda m: m.fit(x, y, batch_size=batch, epochs=2, shuffle=False,
-                        verbose=0),
-        rounds=2, rate=0.5, seed=0, directory=directory, verbose=0,
-    )
+    def fit_fn(m):
+        if fits is not None:
+            fits.append(len(fits))
+            if len(fits) == 3 and os.environ.get("KILL_IN_ROUND_2"):
+                os.kill(os.getpid(), signal.SIGKILL)  # round 1 is saved
+        return m.fit(x, y, batch_size=batch, epochs=2, shuffle=False, verbose=0)
+
+    return kl.lottery_search(model, fit_fn, rounds=2, rate=0.5, seed=0,
+                             directory=directory, verbose=0)
+
+
+def _record_writes(log: list) -> None:
+    """Appends the path of every file the search directory writes."""
+    from keras_lottery.search import directory as module
+
+    def recording(write):
+        def recorded(path, *args, **kwargs):
+            log.append(f"{Path(path).parent.name}/{Path(path).name}")
+            return write(path, *args, **kwargs)
+
+        return recorded
+
+    for name in ("atomic_save_arrays", "atomic_write_text"):
+        setattr(module, name, recording(getattr(module, name)))
 
 
 def worker(process_id: int, port: int, out: Path) -> None:
@@ -97,23 +120,31 @@ def worker(process_id: int, port: int, out: Path) -> None:
     x, y = _data()
     arrays = {}
 
-    # The reference: one device, the whole batch, in this process.
-    reference = _search(_model(), x, y, BATCH, None)
-    for r in range(len(reference)):
-        for key, mask in reference.masks(r).items():
-            arrays[f"single/{r}/{key}"] = mask
+    # The reference: one device, the whole batch, in this process (not
+    # needed by a run that is killed).
+    if not os.environ.get("KILL_IN_ROUND_2"):
+        single = _model()
+        reference = _search(single, x, y, BATCH, None)
+        for r in range(len(reference)):
+            for key, mask in reference.masks(r).items():
+                arrays[f"single/{r}/{key}"] = mask
+        arrays["reference_weights"] = single.get_weights()[0]  # as round 2 ended
 
-    # DataParallel over both processes' devices; only process 0 writes.
-    # Each process passes its own share of the data: no auto-sharding.
+    # DataParallel over both processes' devices; both pass the directory,
+    # only process 0 writes it. Each process passes its own share of the
+    # data: no auto-sharding.
     data_parallel = keras.distribution.DataParallel(
         devices=devices, auto_shard_dataset=False
     )
+    writes, fits = [], []
+    _record_writes(writes)
     with data_parallel.scope():
         model = _model()
-        directory = out / "search" if process_id == 0 else None
         result = _search(model, _local_share(x, process_id),
                          _local_share(y, process_id), BATCH // PROCESSES,
-                         directory)
+                         out / "search", fits)
+        arrays["fits"] = np.array(len(fits))
+        arrays["pid"] = np.array(os.getpid())
         for r in range(len(result)):
             for key, mask in result.masks(r).items():
                 arrays[f"data_parallel/{r}/{key}"] = mask
@@ -125,7 +156,44 @@ def worker(process_id: int, port: int, out: Path) -> None:
             arrays[f"global/{key}"] = mask
         plain = kl.strip(model)
         arrays["predict"] = np.asarray(plain(x[:BATCH]))
+    if os.environ.get("MODEL_PARALLEL"):
+        _model_parallel(devices, x, y, out, arrays)
+    arrays["writes"] = np.array(writes, dtype=str)
+    arrays["peak_rss_kib"] = np.array(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     np.savez(out / f"process_{process_id}.npz", **arrays)
+
+
+def _model_parallel(devices, x, y, out: Path, arrays: dict) -> None:
+    """ModelParallel with every kernel split across both processes (a
+    1 x 4 mesh: each process holds half of each kernel's columns): the
+    same search, saved, then a global prune and a rewind."""
+    import keras
+
+    import keras_lottery as kl
+
+    mesh = keras.distribution.DeviceMesh((1, 4), ("batch", "model"), devices)
+    layout_map = keras.distribution.LayoutMap(mesh)
+    layout_map["dense.*kernel"] = (None, "model")
+    with keras.distribution.ModelParallel(
+        layout_map=layout_map, auto_shard_dataset=False  # one batch row
+    ).scope():
+        model = _model()
+        wrapper = model.layers[0]
+        arrays["model_parallel/split"] = np.array([
+            not v.value.is_fully_addressable for v in (
+                wrapper.prunable_variable("kernel"),
+                wrapper.mask_variable("kernel"))])
+        # The batch axis has one row: every process feeds the whole batch.
+        result = _search(model, x, y, BATCH, out / "search_mp")
+        for r in range(len(result)):
+            for key, mask in result.masks(r).items():
+                arrays[f"model_parallel/{r}/{key}"] = mask
+        kl.checkpoint(model)
+        kl.prune(model, rate=0.5, scope="global")
+        kl.rewind(model, to="checkpoint")
+        for key, mask in kl.get_masks(model).items():
+            arrays[f"model_parallel/global/{key}"] = mask
 
 
 def _free_port() -> int:
@@ -134,10 +202,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(out: Path, env: dict | None = None, timeout: float = TIMEOUT):
+def launch(out: Path, env: dict | None = None, timeout: float = TIMEOUT,
+           again: bool = False):
     """Starts the processes; when one fails (or time runs out) stops the
-    others, and raises an error with each one's status and last output."""
-    if out.exists() and any(out.iterdir()):
+    others, and raises an error with each one's status and last output.
+    `again`: into the `out` of an earlier launch (its search resumes)."""
+    if out.exists() and any(out.iterdir()) and not again:
         raise FileExistsError(f"{out} is not empty: give a new directory.")
     out.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -202,8 +272,14 @@ if __name__ == "__main__":
 
 
 # ------------------------------------------------------------------- tests
+import json  # noqa: E402
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+import keras_lottery as kl  # noqa: E402
+from keras_lottery._internal.lock import LOCK_NAME  # noqa: E402
+from keras_lottery.search.directory import SearchDirectory  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax",
@@ -211,24 +287,76 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_two_processes_find_the_single_process_masks(tmp_path):
-    launch(tmp_path)
-    p0 = np.load(tmp_path / "process_0.npz")
-    p1 = np.load(tmp_path / "process_1.npz")
-    single = {k[len("single/"):]: p0[k] for k in p0.files
-              if k.startswith("single/")}
+def _load(out: Path) -> list:
+    return [dict(np.load(out / f"process_{i}.npz")) for i in range(PROCESSES)]
+
+
+def _check_masks(processes: list) -> None:
+    """Both processes found the one-device masks, and agree on everything
+    (but their pids)."""
+    p0, p1 = processes
+    single = {k[len("single/"):]: p0[k] for k in p0 if k.startswith("single/")}
     assert single and {k for k in single if k.startswith("2/")}
     for arrays in (p0, p1):
         for key, mask in single.items():
             np.testing.assert_array_equal(arrays[f"data_parallel/{key}"], mask)
-    for key in p0.files:  # the processes agree on everything
-        np.testing.assert_array_equal(p0[key], p1[key])
-    # Only process 0 wrote the search directory; it holds every round.
-    files = sorted(p.name for p in (tmp_path / "search").iterdir())
-    assert "round_002.json" in files
+    for key in p0:
+        if key not in ("pid", "writes", "peak_rss_kib"):
+            np.testing.assert_array_equal(p0[key], p1[key])
+
+
+def _check_one_writer(out: Path, processes: list, rounds,
+                      searches=("search",)) -> None:
+    """Process 0 wrote each file of `rounds` once; process 1 wrote none."""
+    p0, p1 = processes
+    assert p1["writes"].size == 0
+    written = p0["writes"].tolist()
+    assert len(written) == len(set(written))  # no file written twice
+    files = [f"round_{r:03d}.{kind}" for r in rounds
+             for kind in ("json", "masks.npz", "weights.npz")]
+    if 0 in rounds:
+        files += ["search.json", "rewind.npz"]
+    assert set(written) == {f"{s}/{f}" for s in searches for f in files}
+    for search in searches:  # only process 0 took the lock
+        holder = json.loads((out / search / LOCK_NAME).read_text())
+        assert holder["pid"] == int(p0["pid"])
+
+
+def test_two_processes_find_the_single_process_masks(tmp_path):
+    launch(tmp_path, env={"MODEL_PARALLEL": "1"})
+    processes = _load(tmp_path)
+    _check_masks(processes)
+    _check_one_writer(tmp_path, processes, rounds=(0, 1, 2),
+                      searches=("search", "search_mp"))
+    assert [int(p["fits"]) for p in processes] == [3, 3]
     written = {p.name for p in tmp_path.iterdir()}
-    assert written == {"search", "process_0.npz", "process_1.npz",
+    assert written == {"search", "search_mp", "process_0.npz", "process_1.npz",
                        "log_0.txt", "log_1.txt"}
+    # ModelParallel, each kernel (and its mask) split across the processes:
+    # the one-device masks too, after the search and after a global prune.
+    p0 = processes[0]
+    assert p0["model_parallel/split"].tolist() == [True, True]
+    for key in [k for k in p0 if k.startswith("single/")]:
+        np.testing.assert_array_equal(p0[f"model_parallel/{key[7:]}"], p0[key])
+    for key in [k for k in p0 if k.startswith("global/")]:
+        np.testing.assert_array_equal(p0[f"model_parallel/{key}"], p0[key])
+    # The saved weights of a split kernel are whole (gathered).
+    saved = SearchDirectory(tmp_path / "search_mp").read_weights(2)[0]
+    np.testing.assert_allclose(saved, p0["reference_weights"], atol=1e-5)
+
+
+def test_both_processes_killed_resume_after_the_last_round(tmp_path):
+    with pytest.raises(RuntimeError, match=r"Statuses: \[-9, -9\]"):
+        launch(tmp_path, env={"KILL_IN_ROUND_2": "1"})
+    assert not list(tmp_path.glob("process_*.npz"))
+    assert kl.SearchResult.load(tmp_path / "search").rounds[-1].round == 1
+    launch(tmp_path, again=True)
+    processes = _load(tmp_path)
+    # Each process trained round 2 only, and ended with the masks of an
+    # uninterrupted search (the one-device reference's).
+    assert [int(p["fits"]) for p in processes] == [1, 1]
+    _check_masks(processes)
+    _check_one_writer(tmp_path, processes, rounds=(2,))
 
 
 def test_a_failing_process_ends_both(tmp_path):

@@ -25,6 +25,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from harness import tiny_search
 
 import keras_lottery as kl
 from keras_lottery.search.merge import merge_results
@@ -53,22 +54,12 @@ def _attempt(control: Path, seed: int) -> int:
 
 
 def _trial(seed: int, directory: Path) -> None:
-    """A real 2-round search, with hooks for the fault tests."""
+    """The suite's tiny 2-round search, with hooks for the fault tests."""
     control = directory.parent / "control"
     attempt = _attempt(control, seed) if control.is_dir() else 1
     fits = []
-    keras.backend.clear_session()  # the same layer names wherever it runs
-    keras.utils.set_random_seed(seed)
-    model = kl.wrap(keras.Sequential([
-        keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(2),
-    ]))
-    model.compile(keras.optimizers.SGD(0.05), "mse")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(32, 6)).astype("float32")
-    y = rng.normal(size=(32, 2)).astype("float32")
 
-    def fit_fn(m):
+    def before_fit():
         fits.append(attempt)
         if seed == FAILING:
             raise ValueError(f"no data for seed {seed}")
@@ -76,10 +67,8 @@ def _trial(seed: int, directory: Path) -> None:
             # Mid-round 1: tell the test who to kill, and wait for it.
             (control / "kill.pid").write_text(str(os.getpid()))
             time.sleep(120)
-        return m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
 
-    kl.lottery_search(model, fit_fn, rounds=2, rate=0.5, seed=seed,
-                      directory=directory, verbose=0)
+    tiny_search(seed, directory, before_fit)
     if control.is_dir():
         (control / f"{seed}.fits").write_text(f"{attempt} {len(fits)}")
 

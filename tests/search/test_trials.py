@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from harness import tiny_search
 
 import keras_lottery as kl
 from keras_lottery.search.merge import MergedResult, merge_results
@@ -115,22 +115,7 @@ def test_merge_errors(tmp_path):
 
 
 # -------------------------------------------------------------------- run
-def _trial(seed: int, directory: Path) -> None:
-    """A real search, run in a fresh process by run_trials."""
-    keras.utils.set_random_seed(seed)
-    model = kl.wrap(keras.Sequential([
-        keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(2),
-    ]))
-    model.compile(keras.optimizers.SGD(0.05), "mse")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(32, 6)).astype("float32")
-    y = rng.normal(size=(32, 2)).astype("float32")
-    kl.lottery_search(
-        model,
-        lambda m: m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0),
-        rounds=2, rate=0.5, seed=seed, directory=directory, verbose=0,
-    )
+_trial = tiny_search  # a real 2-round search, run in fresh processes
 
 
 def test_run_trials_runs_each_seed_in_its_own_process(tmp_path):
