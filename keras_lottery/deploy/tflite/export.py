@@ -3,9 +3,10 @@
 The steps, in order: check the arguments (`_check_arguments`), convert the
 model once dense and once sparse (`convert`), keep the sparse file only
 when it is smaller and loads under XNNPACK (`_choose_encoding`), verify
-its outputs, falling back to the dense file when the sparse one is wrong
-under XNNPACK (`_verify_or_fall_back`), read the chosen file back
-(`_final_check`) and write it atomically.
+its outputs, falling back to the dense file when the sparse one fails or
+is wrong under XNNPACK (`_verify_or_fall_back`), read the chosen file back
+(`_final_check`: weights left dense, ops off XNNPACK) and write it
+atomically.
 """
 
 from __future__ import annotations
@@ -59,9 +60,17 @@ def export_tflite(
 
     - the sparse file is not smaller than the dense one (unstructured
       int8 below about 70% sparsity: indices cost more than they save);
-    - the sparse file fails to load under XNNPACK, the default delegate
-      (int8 or dynamic-range weights whose zeros are not in 1x16 blocks
-      get DENSIFY ops that XNNPACK rejects).
+    - the sparse file fails to load or run under XNNPACK, the default
+      delegate (int8 or dynamic-range weights whose zeros are not in 1x16
+      blocks get DENSIFY ops that XNNPACK "failed to prepare"), or gives
+      wrong outputs there.
+
+    The notes also name weights with >= 30% zeros that the converter
+    stored dense (an Embedding's table: a GATHER input, which it never
+    sparse-encodes), and `report.off_xnnpack` names each op XNNPACK did
+    not take, and why. Keras' Flatten and Reshape are converted with a
+    constant shape (`reshapes.ConstantReshape`), so that a MobileNet-like
+    net ending in Flatten and Dense runs wholly on XNNPACK.
 
     On the JAX and PyTorch backends the conversion runs in a child process
     on the TensorFlow backend (the model goes through a temporary `.keras`
