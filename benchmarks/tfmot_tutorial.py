@@ -24,12 +24,24 @@ masks, the library's own step number for it, and the zeros per layer. So the
 first pruning step and the sparsity trajectory are measured from the runs,
 not taken from the schedules.
 
-Usage (about 10 minutes on 2 CPU cores with the full 60,000 images):
+`--tutorial 2x4` runs tfmot's "Structural pruning with sparsity 2 by 4"
+tutorial instead: its model with one Conv2D pruned unstructured
+(`ConstantSparsity(0.5, 0, frequency=100)`) and a Conv2D and a Dense 2:4
+(`sparsity_m_by_n=(2, 4)`), trained 2 epochs from scratch; keras-lottery
+uses two `GradualPruning` callbacks, one per granularity, each with
+`layer_schedules`.
+
+Usage (19 minutes on 2 shared CPU cores with all 60,000 images):
 
     KERAS_LOTTERY_MNIST=/path/to/mnist.npz nice -n 10 \\
         .venv/bin/python benchmarks/tfmot_tutorial.py [--train 60000]
+    ... benchmarks/tfmot_tutorial.py --variants guide --no-mask-log \\
+        --out benchmarks/results/tfmot_tutorial_timing.json   # wall times
+    ... benchmarks/tfmot_tutorial.py --tutorial 2x4 --train 15000 \\
+        --variants step_offset=1
 
-Writes benchmarks/results/tfmot_tutorial.json and prints a markdown table.
+Writes benchmarks/results/tfmot_tutorial.json (tfmot_tutorial_2x4.json)
+and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -54,6 +66,9 @@ from keras_lottery._internal.io import atomic_write_text
 BASE_EPOCHS, BATCH, EPOCHS, VALIDATION = 4, 128, 2, 0.1
 INITIAL, FINAL, FREQUENCY = 0.50, 0.80, 100
 VARIANTS = ("guide", "step_offset=1", "tfmot_steps")
+# The 2:4 tutorial: its pruned layers, and how tfmot prunes each.
+LAYERS_2X4 = {"unstructured_pruning": "0.5", "structural_pruning": "2:4",
+              "structural_pruning_dense": "2:4"}
 
 
 # ----------------------------------------------------- shared by the children
@@ -123,7 +138,8 @@ def _result(log, accuracy, baseline_accuracy, kernels, sizes, seconds, start):
         "events": log.events,
         "final_sparsity": kernel_sparsity(kernels),
         "test_accuracy": float(accuracy),
-        "baseline_test_accuracy": float(baseline_accuracy),
+        "baseline_test_accuracy": None if baseline_accuracy is None
+        else float(baseline_accuracy),
         "zipped_bytes": sizes,
         "prune_fit_seconds": seconds,
         "seconds": time.perf_counter() - start,
@@ -249,9 +265,127 @@ def run_ours(request: dict) -> dict:
     return result
 
 
+# ------------------------------------------------- the 2:4 tutorial, both sides
+def layers_2x4(layers, prune=lambda layer, kind: layer) -> list:
+    """The 2:4 tutorial's model after its input; `prune` wraps its 3 layers."""
+    return [
+        prune(layers.Conv2D(32, 5, padding="same", activation="relu",
+                            name="unstructured_pruning"), "0.5"),
+        layers.MaxPooling2D((2, 2), (2, 2), padding="same"),
+        prune(layers.Conv2D(64, 5, padding="same", name="structural_pruning"),
+              "2:4"),
+        layers.BatchNormalization(),
+        layers.ReLU(),
+        layers.MaxPooling2D((2, 2), (2, 2), padding="same"),
+        layers.Flatten(),
+        prune(layers.Dense(1024, activation="relu",
+                           name="structural_pruning_dense"), "2:4"),
+        layers.Dropout(0.4),
+        layers.Dense(10, activation="softmax"),  # sic, with from_logits=True
+    ]
+
+
+def finish_2x4(log, accuracy, kernels, sizes, seconds, start) -> dict:
+    """`_result`, and the 4-groups along the input axis with over 2 nonzeros."""
+    import numpy as np
+
+    result = _result(log, accuracy, None, kernels, sizes, seconds, start)
+    violations = {}
+    for name, kernel in kernels.items():
+        if LAYERS_2X4[name] == "2:4":
+            moved = np.moveaxis(kernel != 0, -2, -1)
+            groups = moved.reshape(-1, moved.shape[-1] // 4, 4)
+            violations[name] = int((groups.sum(-1) > 2).sum())
+    result["groups_over_2_of_4"] = violations
+    return result
+
+
+def run_tfmot_2x4(request: dict) -> dict:
+    """tfmot's 2:4 tutorial, its code, on tf_keras."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as k
+
+    start, out = time.perf_counter(), request["out"]
+    k.utils.set_random_seed(request["seed"])
+    x, y, xt, yt = data(request["train"])
+    sparsity = tfmot.sparsity.keras
+    params = {"2:4": {"sparsity_m_by_n": (2, 4)}, "0.5": {
+        "pruning_schedule": sparsity.ConstantSparsity(0.5, begin_step=0,
+                                                      frequency=100)}}
+    model = k.Sequential([k.layers.InputLayer(input_shape=(28, 28, 1)), *layers_2x4(
+        k.layers, lambda layer, kind: sparsity.prune_low_magnitude(
+            layer, **params[kind]))])
+    model.compile("adam", k.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    wrappers = [layer for layer in model.layers
+                if getattr(layer, "pruning_vars", None)]
+    log = mask_logger(
+        k.callbacks.Callback,
+        lambda m: {w.layer.name: w.pruning_vars[0][1].numpy() for w in wrappers},
+        lambda m: int(wrappers[0].pruning_step.numpy()))
+    began = time.perf_counter()
+    model.fit(x[..., None], y, batch_size=BATCH, epochs=EPOCHS, verbose=0,
+              validation_split=VALIDATION, callbacks=[
+                  sparsity.UpdatePruningStep(), *([log] if request["log"] else [])])
+    seconds = time.perf_counter() - began
+    accuracy = model.evaluate(xt[..., None], yt, verbose=0)[1]
+    stripped = sparsity.strip_pruning(model)
+    path = os.path.join(out, "tfmot_2x4.h5")
+    k.models.save_model(stripped, path, include_optimizer=False)
+    kernels = {layer.name: layer.kernel.numpy() for layer in stripped.layers
+               if layer.name in LAYERS_2X4}
+    return finish_2x4(log, accuracy, kernels, {"h5": zipped_size(path)}, seconds,
+                      start)
+
+
+def run_ours_2x4(request: dict) -> dict:
+    """The 2:4 tutorial with two `GradualPruning`s, one per granularity."""
+    import keras
+
+    import keras_lottery as kl
+
+    start, out = time.perf_counter(), request["out"]
+    keras.utils.set_random_seed(request["seed"])
+    x, y, xt, yt = data(request["train"])
+    model = kl.wrap(keras.Sequential([keras.Input((28, 28, 1)),
+                                      *layers_2x4(keras.layers)]),
+                    include=list(LAYERS_2X4))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    offset = 0 if request["variant"] == "guide" else 1
+    pattern = kl.ConstantSparsity(0.5, begin_step=0, end_step=0)  # first batch
+    callbacks = [
+        kl.GradualPruning(layer_schedules={"unstructured_pruning": kl.ConstantSparsity(
+            0.5, begin_step=0, frequency=100)}, step_offset=offset),
+        kl.GradualPruning(layer_schedules={
+            "structural_pruning": pattern, "structural_pruning_dense": pattern},
+            granularity="2:4")]
+    log = mask_logger(
+        keras.callbacks.Callback,
+        lambda m: {k.split("/")[0]: v for k, v in kl.get_masks(m).items()},
+        lambda m: int(keras.ops.convert_to_numpy(m.optimizer.iterations)) - 1)
+    began = time.perf_counter()
+    model.fit(x[..., None], y, batch_size=BATCH, epochs=EPOCHS, verbose=0,
+              validation_split=VALIDATION,
+              callbacks=[*callbacks, *([log] if request["log"] else [])])
+    seconds = time.perf_counter() - began
+    accuracy = model.evaluate(xt[..., None], yt, verbose=0)[1]
+    stripped = kl.strip(model)
+    path = os.path.join(out, "ours_2x4.h5")
+    stripped.save(path)
+    kernels = {layer.name: keras.ops.convert_to_numpy(layer.kernel)
+               for layer in stripped.layers if layer.name in LAYERS_2X4}
+    result = finish_2x4(log, accuracy, kernels, {"h5": zipped_size(path)},
+                        seconds, start)
+    result["callback_steps"] = [[e.step for e in c.events] for c in callbacks]
+    return result
+
+
 def child(request: dict) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return run_tfmot(request) if request["kind"] == "tfmot" else run_ours(request)
+    return {("pruning", "tfmot"): run_tfmot, ("pruning", "ours"): run_ours,
+            ("2x4", "tfmot"): run_tfmot_2x4, ("2x4", "ours"): run_ours_2x4}[
+        request["tutorial"], request["kind"]](request)
 
 
 # ------------------------------------------------------------------ the parent
@@ -270,7 +404,7 @@ def compare(reference: list, events: list) -> dict:
 
 def table(runs: dict) -> str:
     rows = ["| run | first pruning: batch (library's step) | pruning batches "
-            "| sparsity (conv2d, dense) | test accuracy | zipped .h5 | "
+            "| sparsity (per layer) | test accuracy | zipped .h5 | "
             "pruning fit |", "|---|---|---|---|---|---|---|"]
     for name, run in runs.items():
         final = run["final_sparsity"]
@@ -289,25 +423,32 @@ def main(argv=None) -> None:
                         help="training images (the tutorial: all 60,000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backends", default="tensorflow,jax")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--tutorial", choices=("pruning", "2x4"), default="pruning",
+                        help="Pruning in Keras, or the 2:4 sparsity tutorial")
+    parser.add_argument("--variants", default=None,
+                        help=f"of {VARIANTS} (2x4: the first two)")
     parser.add_argument("--no-mask-log", action="store_true",
                         help="no per-batch mask reads (for wall times)")
-    parser.add_argument("--out", default=str(RESULTS / "tfmot_tutorial.json"))
+    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    two = args.tutorial == "2x4"
+    variants = (args.variants or ",".join(VARIANTS[:2] if two else VARIANTS))
+    args.out = args.out or str(
+        RESULTS / f"tfmot_tutorial{'_2x4' if two else ''}.json")
     if not mnist_path().is_file():
         sys.exit(f"MNIST not found at $KERAS_LOTTERY_MNIST ({mnist_path()}): "
                  "this benchmark measures accuracy, so it needs the real data.")
     runs, started = {}, time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfmot_tutorial_") as tmp:
         common = {"train": args.train, "seed": args.seed,
-                  "log": not args.no_mask_log}
+                  "log": not args.no_mask_log, "tutorial": args.tutorial}
         runs["tfmot 0.8.1 (tf_keras)"] = call_child(
             [__file__, "--child"], {**common, "kind": "tfmot", "out": tmp},
             what="The tfmot (tf_keras) run", timeout=3600,
             env={"TF_USE_LEGACY_KERAS": "1", "KERAS_BACKEND": None})
         print(table(runs), flush=True)
         for backend in args.backends.split(","):
-            for variant in args.variants.split(","):
+            for variant in variants.split(","):
                 folder = tempfile.mkdtemp(dir=tmp)
                 runs[f"keras-lottery {backend}, {variant}"] = call_child(
                     [__file__, "--child"],
@@ -324,15 +465,20 @@ def main(argv=None) -> None:
     entry = {
         "date": datetime.date.today().isoformat(),
         "command": "nice -n 10 .venv/bin/python benchmarks/tfmot_tutorial.py "
-                   + " ".join(argv if argv is not None else sys.argv[1:]),
+                   + " ".join(argv if argv is not None else sys.argv[1:]).replace(
+                       f"{RESULTS.parents[1]}{os.sep}", ""),
         "data": f"MNIST, {describe_file(mnist_path())}",
+        "tutorial": "Structural pruning with sparsity 2 by 4" if two
+        else "Pruning in Keras",
         "budget": {"train_images": args.train, "validation_split": VALIDATION,
-                   "baseline_epochs": BASE_EPOCHS, "pruning_epochs": EPOCHS,
-                   "batch_size": BATCH, "end_step": end_step(args.train),
-                   "schedule": f"PolynomialDecay({INITIAL}, {FINAL}, begin_step=0, "
-                               f"end_step={end_step(args.train)}, frequency="
-                               f"{FREQUENCY})",
-                   "test_images": 10_000},
+                   "baseline_epochs": 0 if two else BASE_EPOCHS,
+                   "pruning_epochs": EPOCHS, "batch_size": BATCH,
+                   "test_images": 10_000, "schedule": (
+                       f"{LAYERS_2X4}: 0.5 = ConstantSparsity(0.5, begin_step=0, "
+                       "frequency=100), 2:4 = tfmot's sparsity_m_by_n=(2, 4)")
+                   if two else (
+                       f"PolynomialDecay({INITIAL}, {FINAL}, begin_step=0, "
+                       f"end_step={end_step(args.train)}, frequency={FREQUENCY})")},
         "mask_log": "masks read after every batch" if not args.no_mask_log
                     else "none (wall times only)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
