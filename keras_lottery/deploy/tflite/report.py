@@ -225,8 +225,8 @@ def dense_weights_note(tensors, *, only_zeroed: bool = False) -> str | None:
     ...     TensorEncoding, dense_weights_note)
     >>> table = TensorEncoding("GATHER", 0, "embedding", "t", (100, 8),
     ...                        "float32", "dense", None, 1.0, 3200, False, 0.8)
-    >>> dense_weights_note([table])  # doctest: +ELLIPSIS
-    'Stored dense although mostly zeros: embedding (GATHER table, 80% zeros...
+    >>> print(dense_weights_note([table]))  # doctest: +ELLIPSIS
+    Stored dense although mostly zeros: embedding (GATHER table, 80% zeros...
     """
     zeroed = [t for t in tensors if t.encoding == "dense" and t.zeros
               is not None and t.zeros >= CONVERTER_SPARSITY]

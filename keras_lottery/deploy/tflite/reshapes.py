@@ -25,7 +25,7 @@ class ConstantReshape(keras.layers.Layer):
 
     >>> import numpy as np
     >>> from keras_lottery.deploy.tflite.reshapes import ConstantReshape
-    >>> ConstantReshape((6,))(np.zeros((2, 2, 3))).shape
+    >>> tuple(ConstantReshape((6,))(np.zeros((2, 2, 3))).shape)
     (2, 6)
     """
 
