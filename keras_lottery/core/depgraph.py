@@ -18,7 +18,8 @@ A group that cannot be pruned has `blockers`: it reaches the model's
 output (a classifier's classes are never a group), it starts at the
 model's input, or a layer mixes its channels (Softmax or LayerNormalization
 over channels, a grouped convolution, a layer this graph cannot follow).
-Attention heads are not units yet: an attention layer is a blocker.
+A `MultiHeadAttention`'s heads are units of one group
+(`keras_lottery.core.attention_heads`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import keras
 import numpy as np
 
 from keras_lottery._internal import graph
+from keras_lottery.core import attention_heads
 from keras_lottery.core.wrapper import PrunableWrapper
 
 L = keras.layers
@@ -238,6 +240,12 @@ class _Walker:
             if graph.is_graph_model(layer) and len(ins) == len(layer.inputs):
                 return self.model(layer, ins, key + "/")
             return self.blocked(node, ins, f"{name} is a model without a graph")
+        if isinstance(layer, L.MultiHeadAttention):
+            reason = attention_heads.unsupported(layer, node, name)
+            if reason:
+                attention_heads.record_blocked_heads(b, layer, key, reason)
+                return self.blocked(node, ins, reason)
+            return attention_heads.record_attention(b, layer, node, key, name)
         if not channels_last(layer):
             return self.blocked(node, ins, f"{name} is channels_first")
         if isinstance(layer, _KERNELS) and len(ins) == 1:

@@ -18,6 +18,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_lottery.core.attention_heads import layer_weights
 from keras_lottery.core.depgraph import MERGES
 from keras_lottery.errors import KerasLotteryError
 
@@ -187,6 +188,55 @@ def slice_layer(layer, key, cut_in: Cut, cut_out: Cut, graph, dead, shape, probl
     return rebuild(layer, config, shape, weights)
 
 
+def slice_attention(layer, key, cuts: dict, cut_out: Cut, graph, dead, shapes,
+                    problems):
+    """A MultiHeadAttention rebuilt without its removed heads, input rows
+    and output channels; returns it and its number of heads.
+
+    `cuts` and `shapes` are the `"query"`, `"value"`, `"key"` inputs'.
+    A removed head whose value kernel is zero outputs its value bias at
+    every position (softmax weights sum to 1); that, through its output
+    rows, and removed inputs' constants are folded into biases."""
+    weights = {n: numpy_value(w).astype("float64")
+               for n, w in layer_weights(layer).items()}
+    heads_n, head_dims = layer.num_heads, weights["value/kernel"].shape[-1]
+    out_n = weights["output/kernel"].shape[-1]
+    biases = {"output/bias": (out_n,)} | {f"{p}/bias": weights[f"{p}/kernel"].shape[1:]
+                                         for p in ("query", "key", "value")}
+    for name, shape in biases.items():  # zeros where use_bias=False
+        weights.setdefault(name, np.zeros(shape))
+    for part in ("query", "key", "value"):
+        cut = cuts[part]
+        if cut.cut:
+            gone, kernel = cut.removed(), weights[f"{part}/kernel"]
+            delta = _fold(layer, kernel[gone].reshape(gone.size, -1),
+                          cut.constants()[gone], problems, key)
+            if delta is not None:
+                weights[f"{part}/bias"] = weights[f"{part}/bias"] + np.reshape(
+                    delta, kernel.shape[1:] if np.ndim(delta) else ())
+    removed = _removed_slices(key, graph, dead)
+    heads = removed.get(("query/kernel", 1), np.empty(0, dtype=np.int64))
+    weights["output/bias"] = weights["output/bias"] + np.einsum(
+        "hd,hdo->o", weights["value/bias"][heads].reshape(-1, head_dims),
+        weights["output/kernel"][heads])
+    if cut_out.cut:  # a removed output channel carries its bias
+        kept = np.isin(np.arange(cut_out.size), cut_out.keep)
+        cut_out.const = np.where(kept, 0.0, weights["output/bias"])
+    for (name, axis), gone in removed.items():
+        weights[name] = np.delete(weights[name], gone, axis=axis)
+    config = layer.get_config()
+    shape = config.get("output_shape") or (out_n,)
+    config.update(num_heads=heads_n - heads.size, output_shape=(
+        *tuple(shape)[:-1], weights["output/kernel"].shape[-1]),
+        use_bias=bool(layer.use_bias or any(
+            np.any(weights[n] != 0) for n in biases)))
+    new = type(layer).from_config(config)
+    new.build(shapes["query"], shapes["value"], shapes["key"])
+    for name, variable in layer_weights(new).items():
+        variable.assign(weights[name].astype(variable.dtype))
+    return new, heads_n - heads.size
+
+
 def _host_zeros(shape, dtype=None):
     return np.zeros(shape, dtype=keras.backend.standardize_dtype(dtype or "float32"))
 
@@ -300,4 +350,4 @@ def _evaluate(layer, node, cuts_in):
     return np.where(unknown, np.nan, out)
 
 
-__all__ = ["ELEMENTWISE", "ShrinkError"]
+__all__ = ["ELEMENTWISE", "ShrinkError", "slice_attention"]

@@ -7,7 +7,8 @@ groups of the model's channel dependency graph
 the removed channels' slices (a conv's filters, the BatchNormalization and
 depthwise filters after it, every branch of a residual `Add`, the next
 layers' input rows, with `Concatenate` offsets and `Flatten` strides),
-inside nested models too.
+inside nested models too. A `MultiHeadAttention` is rebuilt with fewer
+heads (`num_heads`), fewer input rows and output channels.
 
 A channel is removed when the output filters of every layer producing it
 are zero. Such a channel is not simply zero: its bias is not, so it
@@ -27,6 +28,11 @@ import keras
 import numpy as np
 
 from keras_lottery._internal import graph
+from keras_lottery.core.attention_heads import (
+    attention_inputs,
+    layer_weights,
+    unsupported,
+)
 from keras_lottery.core.copy import _clone_layer_with_weights, strip
 from keras_lottery.core.depgraph import channel_groups, inner_layer
 from keras_lottery.core.model import check_model, walk, wrappers
@@ -36,6 +42,7 @@ from keras_lottery.deploy.channel_cuts import (
     carry,
     numpy_value,
     rebuild,
+    slice_attention,
     slice_layer,
 )
 
@@ -51,7 +58,7 @@ class ShrinkReport:
 
     Attributes:
         units: `{layer: (kept, total)}` for each Dense/Conv layer whose
-            units were removed.
+            units were removed, and each MultiHeadAttention whose heads were.
         params_before: Parameters of the masked model's plain form.
         params_after: Parameters of the shrunk model.
 
@@ -80,8 +87,7 @@ def _dead_units(channel_graph, layers, problems):
         if producers:
             gone[:] = True
         for member in producers:
-            weight = next(w for w in layers[member.layer].weights
-                          if w.name == member.weight)
+            weight = layer_weights(layers[member.layer])[member.weight]
             values = np.moveaxis(numpy_value(weight), member.axis, 0)[member.positions]
             live = np.abs(values.reshape(member.positions.size, -1)).sum(axis=1) > 0
             gone &= np.bincount(member.units, weights=live, minlength=group.size) == 0
@@ -167,6 +173,9 @@ class _Shrinker:
             return layer
         if isinstance(layer, keras.Model):
             return self.nested(layer, cuts_in, cuts_out, key)
+        if isinstance(layer, L.MultiHeadAttention) and not unsupported(
+                layer, node, key):
+            return self.attention(layer, node, cuts_out[0], key)
         shape = list(node.input_tensors[0].shape) if node.input_tensors else []
         if cuts_in and cuts_in[0].cut:
             shape[-1] = len(cuts_in[0].keep)
@@ -183,9 +192,10 @@ class _Shrinker:
         if not any(c.cut for c in cuts_in + cuts_out):
             if not layer.weights:
                 return type(layer).from_config(layer.get_config())
-            return rebuild(layer, layer.get_config(), tuple(
-                node.input_tensors[0].shape) if len(node.input_tensors) == 1
-                else None) if layer.built else _clone_layer_with_weights(layer)
+            if len(node.input_tensors) != 1 or not layer.built:
+                return _clone_layer_with_weights(layer)
+            shape = tuple(node.input_tensors[0].shape)
+            return rebuild(layer, layer.get_config(), shape)
         for cut in cuts_out:
             carry(layer, node, cuts_in, cut)
         config = layer.get_config()
@@ -193,6 +203,18 @@ class _Shrinker:
             config["target_shape"] = (*tuple(config["target_shape"])[:-1],
                                       len(cuts_out[0].keep))
         return type(layer).from_config(config)
+
+    def attention(self, layer, node, cut_out, key):
+        cuts, shapes = {}, {}
+        for part, tensor in attention_inputs(node).items():
+            cuts[part] = self.cuts[id(tensor)]
+            shapes[part] = (*tuple(tensor.shape)[:-1], len(cuts[part].keep)
+                            if cuts[part].cut else tensor.shape[-1])
+        new, heads = slice_attention(layer, key, cuts, cut_out, self.graph,
+                                     self.dead, shapes, self.problems)
+        if heads < layer.num_heads:
+            self.units[key] = (heads, layer.num_heads)
+        return new
 
     def nested(self, model, cuts_in, cuts_out, key):
         inputs = []
@@ -228,8 +250,10 @@ def shrink(model: keras.Model, *, return_report: bool = False):
     every branch of a residual `Add`/`Multiply`, and the next layers'
     input rows (at every `Flatten` position, at its `Concatenate`
     offset), inside nested models too (rebuilt as plain functional
-    models). A removed channel's constant (its activation of its bias),
-    where a next layer still reads it, is folded into that layer's bias,
+    models). A MultiHeadAttention head whose query, key and value kernel
+    slices are all zero is removed (`num_heads` lowered). A removed
+    channel's constant (its activation of its bias), where a next layer
+    still reads it, is folded into that layer's bias,
     so the predictions equal the masked model's up to float rounding.
     Other zeros (weight or block pruning inside kept channels) stay
     zeros. Sequential models give a Sequential, functional ones (KerasHub

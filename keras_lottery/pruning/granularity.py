@@ -20,7 +20,10 @@ units back into a mask. Counts, rates and `min_remaining` are in units.
   with every weight coupled to it (the depthwise filters and
   BatchNormalization after it, the other branches of a residual `Add`, the
   next layers' input rows), scored by the L1 (or L2) norm of all of them,
-  pruned together (every prunable slice zeroed). The output layer's units
+  pruned together (every prunable slice zeroed). A `MultiHeadAttention`'s
+  channels are its heads: a head's query, key and value kernel slices and
+  its output projection rows are one unit (its output projection's
+  columns are channels like a Dense's). The output layer's units
   are never pruned. Pair it with `keras_lottery.shrink` to get a
   physically smaller model. Without a graph (a subclassed model) a unit is
   one kernel's output column.

@@ -148,3 +148,47 @@ def test_subclassed_models_have_no_graph():
     net(np.zeros((1, 3), "float32"))
     with pytest.raises(TypeError, match="Received: model"):
         channel_groups(net)
+
+
+def attention_model(**call):
+    x = keras.Input((5, 6))
+    h = L.Dense(8, name="pre")(x)
+    a = L.MultiHeadAttention(3, 2, name="mha")(h, h, **call)
+    a = a[0] if isinstance(a, (list, tuple)) else a
+    y = L.Dense(4, name="post")(a)
+    return keras.Model(x, L.Dense(2, name="head")(L.Flatten()(y)))
+
+
+def test_attention_heads_are_one_group_of_their_projections():
+    graph = channel_groups(attention_model())
+    heads = [g for g in graph.groups if ("mha", "query/kernel", 1, "out")
+             in described(g)]
+    assert len(heads) == 1 and heads[0].prunable and heads[0].size == 3
+    want = {("mha", f"{p}/{w}", axis, role)
+            for p in ("query", "key", "value")
+            for w, axis, role in (("kernel", 1, "out"), ("bias", 0, "follow"))}
+    want.add(("mha", "output/kernel", 0, "in"))
+    assert set(described(heads[0])) == want
+    assert all(v == identity(3) for v in described(heads[0]).values())
+    pre = by_producer(graph)[("pre",)]
+    assert set(described(pre)) == {
+        ("pre", "kernel", -1, "out"), ("pre", "bias", 0, "follow"),
+        ("mha", "query/kernel", 0, "in"), ("mha", "key/kernel", 0, "in"),
+        ("mha", "value/kernel", 0, "in")}
+    assert pre.prunable
+    outputs = [g for g in graph.groups
+               if ("mha", "output/kernel", -1, "out") in described(g)]
+    assert set(described(outputs[0])) == {
+        ("mha", "output/kernel", -1, "out"), ("mha", "output/bias", 0, "follow"),
+        ("post", "kernel", -2, "in")}
+    assert outputs[0].size == 8 and outputs[0].prunable
+
+
+def test_attention_returning_its_scores_blocks_its_groups():
+    graph = channel_groups(attention_model(return_attention_scores=True))
+    pre = by_producer(graph)[("pre",)]
+    assert not pre.prunable
+    assert "'mha' (MultiHeadAttention) is not a plain attention" in pre.blockers[0]
+    heads = [g for g in graph.groups
+             if ("mha", "query/kernel", 1, "out") in described(g)]
+    assert heads[0].size == 3 and not heads[0].prunable  # named, not passed over

@@ -204,3 +204,64 @@ def test_keras_applications_shrink_after_a_channel_prune(name, rng):
     model = getattr(keras.applications, name)(
         weights=None, input_shape=(32, 32, 3), classes=10)
     check_shrinks_with_parity(model, rng, rate=0.3)
+
+
+def attention_net(rng, **call):
+    x = keras.Input((5, 6))
+    h = keras.layers.Dense(8, activation="relu", name="pre")(x)
+    a = keras.layers.MultiHeadAttention(4, 3, name="mha")(h, h, **call)
+    a = a[0] if isinstance(a, (list, tuple)) else a
+    h = keras.layers.Dense(7, name="post")(a)
+    model = keras.Model(x, keras.layers.Dense(2, name="head")(
+        keras.layers.Flatten()(h)))
+    randomize(model, rng)
+    return model
+
+
+def assert_same_outputs(small, model, x):
+    """Direct calls (no predict: a compiled function per model on JAX)."""
+    got = keras.ops.convert_to_numpy(small(x))
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(model(x)),
+                               atol=1e-5, rtol=0)
+
+
+def test_attention_heads_shrink_with_the_masked_predictions(rng):
+    wrapped = kl.wrap(attention_net(rng), exclude=["head"])
+    kl.prune(wrapped, 0.5, granularity="channel")
+    masks = kl.get_masks(wrapped)
+    alive = masks["mha/query/kernel"].any(axis=(0, 2))
+    assert alive.sum() == 2  # floor(0.5 * 4 heads + 0.5)
+    small, report = shrink(wrapped, return_report=True)
+    mha = small.get_layer("mha")
+    assert mha.num_heads == 2 and report.units["mha"] == (2, 4)
+    assert tuple(mha.weights[0].shape) == (4, 2, 3)  # pre kept 4 of 8
+    assert tuple(mha.weights[-2].shape) == (2, 3, 4)  # post reads 4 of 8
+    assert_same_outputs(small, wrapped, rng.normal(size=(3, 5, 6)).astype("float32"))
+
+
+def test_attention_head_with_zero_projections_folds_its_value_bias(rng):
+    model = attention_net(rng)
+    mha = model.get_layer("mha")
+    weights = mha.get_weights()  # query, key, value kernels at 0, 2, 4
+    for i in (0, 2, 4):
+        weights[i][:, [0, 3], :] = 0.0
+    mha.set_weights(weights)  # output rows stay: heads 0, 3 output biases
+    small = shrink(model)
+    assert small.get_layer("mha").num_heads == 2
+    assert_same_outputs(small, model, rng.normal(size=(3, 5, 6)).astype("float32"))
+
+
+def test_attention_returning_scores_is_refused_in_the_one_error(rng):
+    model = attention_net(rng, return_attention_scores=True)
+    mha = model.get_layer("mha")
+    weights = mha.get_weights()
+    for i in (0, 2, 4):
+        weights[i][:, 1, :] = 0.0
+    mha.set_weights(weights)
+    kernel = keras.ops.convert_to_numpy(model.get_layer("pre").kernel).copy()
+    kernel[:, 0] = 0.0
+    model.get_layer("pre").kernel.assign(kernel)
+    with pytest.raises(ShrinkError, match=r"'mha' .*not a plain attention") as info:
+        shrink(model)
+    assert info.value.layers == ["pre", "mha"]
+    assert "1 of the 4 channels of 'mha' are pruned" in str(info.value)

@@ -151,6 +151,39 @@ def test_channel_masks_zero_whole_units(rng):
     assert norms[gone].max() <= norms[~gone].min()
 
 
+def test_channel_prunes_attention_heads_whole_scored_by_all_projections(rng):
+    x = keras.Input((5, 4))
+    a = keras.layers.MultiHeadAttention(4, 2, name="mha")(x, x)
+    a = keras.layers.Add()([x, a])  # a residual: output channels stay whole
+    y = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(a))
+    model = kl.wrap(keras.Model(x, y), exclude=["head"])
+    mha = model.get_layer("mha")
+    # Query slices rank heads 0 > 2,3 > 1; the output rows reverse that:
+    # only a score summed over every projection gives the ranking below.
+    scales = {"query": [3.0, 0.2, 1.0, 1.0], "output": [0.05, 3.0, 1.0, 1.2]}
+    raw = {}
+    for part in ("query", "key", "value", "output"):
+        kernel = mha.prunable_variable(f"{part}/kernel")
+        value = rng.uniform(0.5, 1.0, kernel.shape)
+        axis = 0 if part == "output" else 1
+        shape = [1] * value.ndim
+        shape[axis] = 4
+        value = value * np.reshape(scales.get(part, [1.0] * 4), shape)
+        kernel.assign(value.astype("float32"))
+        raw[part] = np.moveaxis(value.astype("float32"), axis, 0).reshape(4, -1)
+    group = sum(np.abs(v).sum(axis=1) for v in raw.values())
+    lowest = set(np.argsort(group)[:2].tolist())
+    assert lowest != set(np.argsort(raw["query"].sum(axis=1))[:2].tolist())
+    kl.prune(model, 0.5, granularity="channel")
+    masks = kl.get_masks(model)
+    heads = {p: np.moveaxis(masks[f"mha/{p}/kernel"], 0 if p == "output" else 1,
+                            0).reshape(4, -1) for p in raw}
+    alive = heads["query"].all(axis=1)
+    assert int((~alive).sum()) == pruned_count(0.5, 4)
+    assert set(np.flatnonzero(~alive).tolist()) == lowest
+    for mask in heads.values():  # whole heads: every slice kept or gone
+        assert (mask[alive] == 1).all() and (mask[~alive] == 0).all()
+
 def test_n_m_rounds_approach_and_end_exactly_on_2_of_4(rng):
     model = kl.wrap(mlp((16, 12, 8)))
     randomize(model, rng)
