@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import keras
+import numpy as np
 import pytest
 
 import keras_lottery as kl
@@ -114,7 +115,9 @@ def test_tensor_names_of_tf_keras_files_name_the_weight_layer():
 
 
 # -------------------------------------------------------------- embedding
-def test_an_embedding_table_is_seen_and_explained(tmp_path):
+def test_an_embedding_table_is_seen_and_sparse_encoded(tmp_path):
+    """The converter leaves a GATHER table dense; export_tflite stores it
+    sparse behind a DENSIFY op, and the file still verifies."""
     keras.utils.set_random_seed(0)
     x = keras.Input((6,), dtype="int32")
     h = L.GlobalAveragePooling1D()(L.Embedding(64, 8, name="tokens")(x))
@@ -125,11 +128,43 @@ def test_an_embedding_table_is_seen_and_explained(tmp_path):
     (table,) = [t for t in report.tensors if t.op == "GATHER"]
     assert table.layer == "tokens" and table.shape == (64, 8)
     assert table.zeros == pytest.approx(0.8, abs=0.01)
-    assert table.encoding == "dense" and table.stored_bytes == 64 * 8 * 4
+    assert table.encoding == "densify" and table.block == (1, 1)
+    assert table.stored_fraction == pytest.approx(0.2, abs=0.01)
+    assert report.sparse and report.file_bytes < 0.8 * report.dense_bytes
+    assert set(report.max_error) == {"xnnpack", "builtin"}
     text = " ".join(report.notes)
     assert "No weight has >= 30% zeros" not in text
-    assert "tokens (GATHER table, 80% zeros, 2,048 bytes)" in text
-    assert "GATHER kernel reads a dense table only" in text
+    assert "Embedding tables stored sparse behind a DENSIFY op" in text
     gathers = [r for _, op, r in report.off_xnnpack if op == "GATHER"]
     assert gathers and "XNNPACK has no GATHER" in gathers[0]
     assert "Zeros" in str(report) and "off XNNPACK: op #" in str(report)
+    # The stored table decodes to the pruned embeddings exactly.
+    from keras_lottery.deploy.tflite.flatbuffer import (
+        Flatbuffer,
+        _decode_sparse,
+    )
+
+    fb = Flatbuffer((tmp_path / "emb.tflite").read_bytes())
+    unpack = fb.operators[0]
+    assert fb.op_name(unpack) == "DENSIFY"
+    stored = fb.graph.tensors[int(unpack.inputs[0])]
+    values = np.frombuffer(
+        bytes(bytearray(fb.model.buffers[stored.buffer].data)), "float32")
+    expected = keras.ops.convert_to_numpy(
+        kl.strip(model).get_layer("tokens").embeddings)
+    np.testing.assert_array_equal(_decode_sparse(stored, values), expected)
+
+
+def test_a_table_left_dense_is_named_with_the_reason():
+    from keras_lottery.deploy.tflite.report import (
+        TensorEncoding,
+        dense_weights_note,
+    )
+
+    table = TensorEncoding("GATHER", 3, "tokens", "t", (64, 8), "float16",
+                           "dense", None, 1.0, 1024, False, 0.8)
+    note = dense_weights_note([table])
+    assert "tokens (GATHER table, 80% zeros, 1,024 bytes)" in note
+    assert "reads a dense table only" in note and "DEQUANTIZE" in note
+    assert dense_weights_note([table], only_zeroed=True) == note
+    assert "No weight has >= 30% zeros" in dense_weights_note([])

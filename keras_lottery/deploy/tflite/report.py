@@ -244,10 +244,12 @@ def dense_weights_note(tensors, *, only_zeroed: bool = False) -> str | None:
     if any(t.op == "GATHER" for t in zeroed):
         note += (
             " An embedding table is the GATHER op's input, and LiteRT's "
-            "GATHER kernel reads a dense table only: a sparse one would "
-            "need a DENSIFY op, expanded when the model loads (a smaller "
-            "file, the same memory and speed). The file compresses well "
-            "(zeros gzip to almost nothing) for download size.")
+            "GATHER kernel reads a dense table only. export_tflite stores "
+            "a table sparse behind a DENSIFY op when GATHER reads the "
+            "stored table itself (not through a DEQUANTIZE, as with "
+            "quantize='float16' or 'dynamic'); this one it could not. The "
+            "file compresses well (zeros gzip to almost nothing) for "
+            "download size.")
     if any(t.op in SPARSE_ENCODED_OPS for t in zeroed):
         note += (" It left dense even some weights of those ops here: "
                  "check them with sparse=True and quantize=None.")
