@@ -18,9 +18,12 @@ process with ``KERAS_BACKEND=tensorflow``; reading, verifying and timing
 the result only need `ai_edge_litert` and run in the calling process.
 
 The modules, one concern each: `report` (`ExportReport`,
-`TensorEncoding`, `ExportError`), `flatbuffer` (reading the file,
-`read_tflite_weights`), `interpreter` (loading it, `inspect_tflite`),
-`inputs` (the model's inputs, sample and representative data), `convert`
-(conversion here or in the child), `verify`, `export` (`export_tflite`)
-and `benchmark` (`benchmark_tflite`).
+`TensorEncoding`, `ExportError`, the dense-weights note), `flatbuffer`
+(reading the file, `read_tflite_weights`), `ops` (a weight's layer from
+its tensor name; why an op runs off XNNPACK), `interpreter` (loading it,
+`inspect_tflite`), `inputs` (the model's inputs, sample and
+representative data), `reshapes` (constant-shape Flatten / Reshape for
+conversion), `convert` (conversion here or in the child), `tables`
+(sparse-encoding GATHER tables behind DENSIFY), `verify`, `export`
+(`export_tflite`) and `benchmark` (`benchmark_tflite`).
 """
