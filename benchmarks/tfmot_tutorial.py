@@ -347,9 +347,10 @@ def run_ours_2x4(request: dict) -> dict:
     start, out = time.perf_counter(), request["out"]
     keras.utils.set_random_seed(request["seed"])
     x, y, xt, yt = data(request["train"])
-    model = kl.wrap(keras.Sequential([keras.Input((28, 28, 1)),
-                                      *layers_2x4(keras.layers)]),
-                    include=list(LAYERS_2X4))
+    model = keras.Sequential([keras.Input((28, 28, 1)), *layers_2x4(keras.layers)])
+    plain = request["variant"] == "keras"  # Keras 3 alone: no pruning at all
+    if not plain:
+        model = kl.wrap(model, include=list(LAYERS_2X4))
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
         from_logits=True), metrics=["accuracy"])
     offset = 0 if request["variant"] == "guide" else 1
@@ -359,7 +360,7 @@ def run_ours_2x4(request: dict) -> dict:
             0.5, begin_step=0, frequency=100)}, step_offset=offset),
         kl.GradualPruning(layer_schedules={
             "structural_pruning": pattern, "structural_pruning_dense": pattern},
-            granularity="2:4")]
+            granularity="2:4")][: 0 if plain else 2]
     log = mask_logger(
         keras.callbacks.Callback,
         lambda m: {k.split("/")[0]: v for k, v in kl.get_masks(m).items()},
@@ -367,10 +368,11 @@ def run_ours_2x4(request: dict) -> dict:
     began = time.perf_counter()
     model.fit(x[..., None], y, batch_size=BATCH, epochs=EPOCHS, verbose=0,
               validation_split=VALIDATION,
-              callbacks=[*callbacks, *([log] if request["log"] else [])])
+              callbacks=[*callbacks, *([log] if request["log"] and not plain
+                                       else [])])
     seconds = time.perf_counter() - began
     accuracy = model.evaluate(xt[..., None], yt, verbose=0)[1]
-    stripped = kl.strip(model)
+    stripped = model if plain else kl.strip(model)
     path = os.path.join(out, "ours_2x4.h5")
     stripped.save(path)
     kernels = {layer.name: keras.ops.convert_to_numpy(layer.kernel)
@@ -426,7 +428,8 @@ def main(argv=None) -> None:
     parser.add_argument("--tutorial", choices=("pruning", "2x4"), default="pruning",
                         help="Pruning in Keras, or the 2:4 sparsity tutorial")
     parser.add_argument("--variants", default=None,
-                        help=f"of {VARIANTS} (2x4: the first two)")
+                        help=f"of {VARIANTS} (2x4: the first two, or 'keras': "
+                        "Keras 3 alone, not pruned)")
     parser.add_argument("--no-mask-log", action="store_true",
                         help="no per-batch mask reads (for wall times)")
     parser.add_argument("--out", default=None)
