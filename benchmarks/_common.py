@@ -80,12 +80,17 @@ def write_docs_section(name: str, body: str) -> None:
 
 def run_in_backend(script: str, backend: str, args: list[str]) -> dict:
     """Runs `script --json-only args` under `backend`; returns its last JSON line."""
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, script, "--json-only", *args],
         env={**os.environ, "KERAS_BACKEND": backend},
-        check=True, capture_output=True, text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+        capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        # The child's own traceback, not only "returned non-zero exit status".
+        raise RuntimeError(
+            f"{script} under KERAS_BACKEND={backend} exited with "
+            f"{done.returncode}; its stderr ends with:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def benchmark_main(
