@@ -288,16 +288,17 @@ class _Tensor(NamedTuple):
     keep: int  # units `min_remaining` keeps
 
 
-def _per_weight(units) -> bool:
+def single_weights(units) -> bool:
     """Whether the units are single weights (`reduce` and `expand` are then
-    a reshape, done here without a pass over the mask)."""
+    a reshape, done here without a pass over the mask, and float32 scores
+    rank them as float64 ones would)."""
     from keras_lottery.pruning import granularity as g
 
     return type(units) in (g.WeightGranularity, g.NMGranularity)
 
 
 def _units_of(keys, scores, masks, units, min_remaining) -> list[_Tensor]:
-    bool_ok, per_weight = _builtin_masks(units), _per_weight(units)
+    bool_ok, per_weight = _builtin_masks(units), single_weights(units)
     found = []
     for key in keys:
         # A granularity of one's own gets the 0/1 float mask it always had.
@@ -385,7 +386,7 @@ def prune_pool(keys, scores, masks, units, min_remaining, rate, sparsity):
     else:  # zeros wanted minus zeros there, never negative
         wanted = pruned_count(sparsity, units_total) - (units_total - remaining)
     selected, threshold = _select_pool(found, wanted)
-    per_weight = _per_weight(units)
+    per_weight = single_weights(units)
     new_masks = {}
     for key, chosen, t in zip(keys, selected, found):
         alive = t.alive.copy() if chosen is None else t.alive ^ chosen

@@ -38,7 +38,12 @@ from keras_lottery.pruning.options import (
     check_rate,
     check_sparsity,
 )
-from keras_lottery.pruning.pools import host_masks, prune_pool, resolve_pools
+from keras_lottery.pruning.pools import (
+    host_masks,
+    prune_pool,
+    resolve_pools,
+    single_weights,
+)
 from keras_lottery.pruning.report import Group, PrunedWeight, PruneReport
 from keras_lottery.pruning.scores import (
     Criterion,
@@ -136,8 +141,12 @@ def _plan(model, rate, sparsity, *, scope="layer", output_rate=None,
     criterion = get_criterion(criterion)
     invert = check_prune_highest(prune_highest)
     new_masks: dict[str, np.ndarray] = masks
+    # float32 scores rank single weights as float64 ones do; sums of
+    # scores (blocks, channels) and later rounds' arithmetic need float64.
+    float64 = criterion.rounds > 1 or not single_weights(units)
     for step in range(1, criterion.rounds + 1):  # SynFlow: several rounds
-        scores = score_weights(entries, new_masks, criterion, seed, model)
+        scores = score_weights(entries, new_masks, criterion, seed, model,
+                               float64=float64)
         fraction = step / criterion.rounds
         bound = units.bind(model, masks, scores)  # channel: the groups
         ranked = bound if not invert and step == 1 else Steered(

@@ -23,6 +23,7 @@ from keras_lottery.core.model import iter_weight_keys, require_wrappers
 from keras_lottery.pruning import pools
 from keras_lottery.pruning.granularity import get_granularity
 from keras_lottery.pruning.report import pruned_count
+from keras_lottery.pruning.scores import score_weights
 
 
 def reference_pool(keys, scores, masks, units, min_remaining, rate, sparsity):
@@ -158,12 +159,13 @@ def expected_masks(model, rate, sparsity, *, scope, granularity,
     by_pool: dict[str, list[str]] = {}
     for key, _, _ in entries:
         by_pool.setdefault(assignment[key][0], []).append(key)
-    out = {}
+    out, thresholds = {}, {}
     for keys in by_pool.values():
-        new, _ = reference_pool(keys, scores, masks, units, min_remaining,
-                                assignment[keys[0]][1], sparsity)
+        new, threshold = reference_pool(keys, scores, masks, units, min_remaining,
+                                        assignment[keys[0]][1], sparsity)
         out.update(new)
-    return out
+        thresholds.update(dict.fromkeys(keys, threshold))
+    return out, thresholds
 
 
 def coarse(weight, name):
@@ -187,7 +189,7 @@ def test_prune_sets_the_reference_masks(scope, granularity, monkeypatch):
     for step in steps:
         options = dict(step, scope=scope, granularity=granularity)
         rate, sparsity = options.pop("rate"), options.pop("sparsity", None)
-        expected = expected_masks(model, rate, sparsity, **options)
+        expected, thresholds = expected_masks(model, rate, sparsity, **options)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # collapse warnings: not tested here
             report = kl.prune(model, rate, sparsity=sparsity, **options)
@@ -197,3 +199,43 @@ def test_prune_sets_the_reference_masks(scope, granularity, monkeypatch):
                 got[key], mask != 0, err_msg=f"{step} {key}")
         assert report.after == sum(
             int(np.count_nonzero(m)) for m in expected.values())
+        # Magnitudes rank single weights in float32 (`score_weights(...,
+        # float64=False)`), blocks in float64: the same thresholds.
+        assert {w.name: w.threshold for w in report.weights} == thresholds, step
+
+
+def test_magnitude_scores_leave_weights_alone_and_skip_pruned_nan():
+    """The magnitude path takes |w| in place only in a host copy of its own
+    (a torch CPU variable hands out a view of its memory), is not stopped
+    by NaN in a pruned entry, and refuses NaN in a kept one."""
+    model = conv_model()
+    kl.prune(model, 0.5)
+    entries = list(iter_weight_keys(require_wrappers(model)))
+    masks = pools.host_masks(entries)
+    before = [keras.ops.convert_to_numpy(w.prunable_variable(n)).copy()
+              for _, w, n in entries]
+    for float64 in (True, False):
+        scores = score_weights(entries, masks, "magnitude", None, model,
+                               float64=float64)
+        for (key, w, n), raw in zip(entries, before):
+            np.testing.assert_array_equal(
+                keras.ops.convert_to_numpy(w.prunable_variable(n)), raw)
+            assert scores[key].dtype == (np.float64 if float64 else np.float32)
+            np.testing.assert_array_equal(
+                scores[key][masks[key]], np.abs(raw)[masks[key]])
+            if float64:  # summed into units: pruned entries score 0
+                assert not scores[key][~masks[key]].any()
+    key, wrapper, name = entries[0]
+    raw = before[0].copy()
+    raw.flat[np.flatnonzero(~masks[key])[0]] = np.nan
+    wrapper.set_mask(name, np.ones(raw.shape))
+    wrapper.prunable_variable(name).assign(raw)
+    wrapper.set_mask(name, masks[key])  # NaN * 0 is NaN: it stays
+    assert np.isnan(keras.ops.convert_to_numpy(wrapper.prunable_variable(name))).any()
+    scores = score_weights(entries, masks, "magnitude", None, model,
+                           float64=False)
+    assert np.isfinite(scores[key][masks[key]]).all()
+    raw.flat[np.flatnonzero(masks[key])[0]] = np.inf
+    wrapper.prunable_variable(name).assign(raw)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        score_weights(entries, masks, "magnitude", None, model, float64=False)
