@@ -5,32 +5,163 @@ samples (real MNIST where available), per backend; with `--apps 1`, also
 one global prune of ResNet50 and of InceptionResNetV2 (keras.applications,
 weights=None), per weight, to show the cost is linear in the weights.
 Measured, not asserted: writes JSON to benchmarks/results/prune_step.json
-(one entry per backend) and its table in docs/benchmarks.md.
+(one entry per backend) and its table in docs/benchmarks.md. Each step is
+timed in phases: masks read, scoring, selection (`prune_pool`), masks
+assigned and the report, rewind, optimizer reset (JAX's asynchronous work
+is waited for at the end of each).
 
     KERAS_BACKEND=jax python benchmarks/prune_step.py
     python benchmarks/prune_step.py --backend all      # one process each
 
-With PRUNE_STEP_BEFORE=1 (and PYTHONPATH at an older checkout), the
-entries go to results/prune_step_before.json instead: the "before" rows.
+With PRUNE_STEP_BEFORE=<git revision>, `prune` as it was at that revision
+(its modules pruning/scores.py, pools.py and prune.py) is measured side by
+side in the same process, on the same model state: after each epoch, both
+versions prune the same masks and weights, in alternating order, and must
+set the same masks.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import os
+import subprocess
+import sys
 import time
+import types
+from collections import defaultdict
 
-from _common import BACKENDS, RESULTS, benchmark_main, load_flat_mnist
+from _common import BACKENDS, ROOT, benchmark_main, load_flat_mnist
 
-BEFORE = os.environ.get("PRUNE_STEP_BEFORE") == "1"
+BEFORE = os.environ.get("PRUNE_STEP_BEFORE")
 APPS = {"ResNet50": (32, 32, 3), "InceptionResNetV2": (75, 75, 3)}
+PHASES = {"host_masks": "masks read", "score_weights": "scoring",
+          "prune_pool": "selection"}
 
 
-def measure_apps(repeats: int) -> dict:
-    """Median seconds of one global prune at 0.2, per keras.applications model."""
+def load_before(rev: str):
+    """The `keras_lottery.pruning.prune` module as it was at git `rev`: its
+    scores.py, pools.py and prune.py from then, the rest of the package as
+    it is now."""
+    import keras_lottery.pruning.prune  # noqa: F401  (the current modules)
+
+    names = ("scores", "pools", "prune")
+    saved = {n: sys.modules[f"keras_lottery.pruning.{n}"] for n in names}
+    loaded = {}
+    try:
+        for n in names:
+            source = subprocess.run(
+                ["git", "-C", str(ROOT), "show", f"{rev}:keras_lottery/pruning/{n}.py"],
+                check=True, capture_output=True, text=True).stdout
+            module = types.ModuleType(f"keras_lottery.pruning.{n}")
+            module.__file__ = f"{rev}:keras_lottery/pruning/{n}.py"
+            sys.modules[module.__name__] = module  # its imports find it
+            exec(compile(source, module.__file__, "exec"), module.__dict__)
+            loaded[n] = module
+    finally:
+        sys.modules.update(saved)
+    return loaded["prune"]
+
+
+def _sync(model) -> None:
+    """Waits for the backend's queued work on the model (JAX dispatches
+    asynchronously; TF and torch on a CPU do not)."""
     import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        optimizer = getattr(model, "optimizer", None)
+        optimizer = optimizer.variables if optimizer is not None else []
+        jax.block_until_ready([v.value for v in [*model.variables, *optimizer]])
+
+
+class Version:
+    """One implementation of `prune`, its calls timed by phase."""
+
+    def __init__(self, label: str, module):
+        self.label, self.module = label, module
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self._round: dict[str, float] = {}
+        for name in PHASES:
+            setattr(module, name, self._timed(name, getattr(module, name)))
+
+    def _timed(self, name, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._round[name] = (self._round.get(name, 0.0)
+                                     + time.perf_counter() - start)
+        return timed
+
+    def step(self, model, rate: float, **options) -> dict[str, float]:
+        """One timed prune (+ rewind and reset when `model` has an
+        optimizer); seconds by phase."""
+        import keras_lottery as kl
+
+        self._round = {}
+        start = time.perf_counter()
+        self.module.prune(model, rate, **options)
+        _sync(model)
+        out = {"prune": time.perf_counter() - start, **self._round}
+        out["assign_and_report"] = out["prune"] - sum(self._round.values())
+        if getattr(model, "optimizer", None) is not None:  # compiled
+            start = time.perf_counter()
+            kl.rewind(model, "init")
+            _sync(model)
+            out["rewind"] = time.perf_counter() - start
+            start = time.perf_counter()
+            kl.reset_optimizer(model.optimizer)
+            _sync(model)
+            out["reset_optimizer"] = time.perf_counter() - start
+        for key, value in out.items():
+            self.times[key].append(value)
+        return out
+
+    def medians(self) -> dict[str, float]:
+        import numpy as np
+
+        return {k: float(np.median(v)) for k, v in self.times.items()}
+
+
+def versions() -> list[Version]:
+    import keras_lottery.pruning.prune as current
+
+    found = [Version("after" if BEFORE else "now", current)]
+    if BEFORE:
+        found.insert(0, Version("before", load_before(BEFORE)))
+    return found
+
+
+def _same_state(model, masks, weights) -> None:
+    import keras_lottery as kl
+
+    kl.set_masks(model, masks)
+    model.set_weights(weights)
+    _sync(model)
+
+
+def _side_by_side(model, found, i: int, rate: float, **options) -> bool:
+    """Each version prunes the model's current state (order alternating
+    with `i`); whether they set the same masks."""
     import numpy as np
+
+    import keras_lottery as kl
+
+    masks, weights = kl.get_masks(model), model.get_weights()
+    got = []
+    for version in found[i % len(found):] + found[: i % len(found)]:
+        _same_state(model, masks, weights)
+        version.step(model, rate, **options)
+        got.append(kl.get_masks(model))
+    return all(np.array_equal(g[k], got[0][k]) for g in got for k in got[0])
+
+
+def measure_apps(repeats: int, found) -> dict:
+    """Median seconds of one global prune at 0.2, per keras.applications
+    model and version."""
+    import keras
 
     import keras_lottery as kl
 
@@ -39,24 +170,73 @@ def measure_apps(repeats: int) -> dict:
         model = kl.wrap(getattr(keras.applications, name)(
             weights=None, input_shape=shape, classes=10))
         kl.prune(model, 0.0, scope="global")  # warm up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            kl.prune(model, 0.2, scope="global")
-            times.append(time.perf_counter() - start)
         weights = int(kl.summary(model, print_fn=None).total)
-        seconds = float(np.median(times))
-        out[name] = {"prunable_weights": weights, "prune_seconds_median": seconds,
-                     "ms_per_10M_weights": 1000 * seconds / (weights / 1e7)}
+        for v in found:
+            v.times.clear()
+        same = all(_side_by_side(model, found, i, 0.2, scope="global")
+                   for i in range(repeats))
+        out[name] = {"prunable_weights": weights, "identical_masks": same}
+        for v in found:
+            seconds = v.medians()["prune"]
+            out[name][v.label] = {
+                "prune_seconds_median": seconds,
+                "ms_per_10M_weights": 1000 * seconds / (weights / 1e7)}
         del model
     return out
 
 
-def measure(repeats: int, samples: int, apps: int) -> dict:
-    if os.environ.get("KERAS_BACKEND") == "torch":
-        import torch  # noqa: F401
-    import keras
+def measure_ops(model, repeats: int) -> dict:
+    """Median ms of the selection's primitives over the model's prunable
+    weights, in NumPy on host copies and in keras.ops on the backend's
+    device (eager): |w|, a count below a threshold, the positions in a 1%
+    band (what `prune_pool` extracts), and the host copy itself."""
     import numpy as np
+    from keras import ops
+
+    from keras_lottery.core.model import iter_weight_keys, require_wrappers
+
+    found = [w.prunable_variable(n).value
+             for _, w, n in iter_weight_keys(require_wrappers(model))]
+    host = [np.asarray(ops.convert_to_numpy(v)) for v in found]
+    lo, hi = (float(np.quantile(np.abs(host[1]), q)) for q in (0.2, 0.21))
+    tasks = {
+        "host copy": (lambda: [ops.convert_to_numpy(v) for v in found], None),
+        "abs": (lambda: [np.abs(h) for h in host],
+                lambda: [ops.abs(v) for v in found]),
+        "count below": (lambda: [np.count_nonzero(np.abs(h) < lo) for h in host],
+                        lambda: [ops.count_nonzero(ops.abs(v) < lo) for v in found]),
+        "band positions": (
+            lambda: [np.flatnonzero((np.abs(h) >= lo) & (np.abs(h) <= hi))
+                     for h in host],
+            lambda: [ops.nonzero(ops.logical_and(ops.abs(v) >= lo, ops.abs(v) <= hi))
+                     for v in found]),
+    }
+    out = {}
+    for name, pair in tasks.items():
+        for where, fn in zip(("numpy", "keras.ops"), pair):
+            if fn is None:
+                continue
+            times = []
+            for _ in range(max(3, repeats)):
+                start = time.perf_counter()
+                result = fn()
+                _sync_values(result)
+                times.append(time.perf_counter() - start)
+            out[f"{name}, {where}"] = 1000 * float(np.median(times))
+    return out
+
+
+def _sync_values(values) -> None:
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.block_until_ready(values)
+
+
+def _mlp(samples: int):
+    import keras
 
     import keras_lottery as kl
 
@@ -73,25 +253,41 @@ def measure(repeats: int, samples: int, apps: int) -> dict:
         keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    prunable = kl.summary(model, print_fn=None).total
     model.fit(x[:200], y[:200], batch_size=100, epochs=1, verbose=0)  # compile
-    kl.prune(model, 0.0)  # warm up NumPy / conversions once
-    epochs, prunes, rewinds = [], [], []
-    for _ in range(repeats):
+    return model, x, y, source
+
+
+def _summed(m: dict) -> dict:
+    step = m["prune"] + m["rewind"] + m["reset_optimizer"]
+    return {**{f"{k}_seconds_median": v for k, v in m.items()},
+            "step_seconds": step}
+
+
+def measure(repeats: int, samples: int, apps: int, steps: int) -> dict:
+    if os.environ.get("KERAS_BACKEND") == "torch":
+        import torch  # noqa: F401
+    import keras
+    import numpy as np
+
+    import keras_lottery as kl
+
+    model, x, y, source = _mlp(samples)
+    prunable = kl.summary(model, print_fn=None).total
+    found = versions()
+    for v in found:  # warm up NumPy / conversions once
+        v.module.prune(model, 0.0)
+    epochs, same = [], True
+    for i in range(repeats):
         start = time.perf_counter()
         model.fit(x, y, batch_size=100, epochs=1, verbose=0)
+        _sync(model)
         epochs.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        kl.prune(model, 0.2)
-        prunes.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        kl.rewind(model, "init")
-        kl.reset_optimizer(model.optimizer)
-        rewinds.append(time.perf_counter() - start)
-    steps = [p + r for p, r in zip(prunes, rewinds)]
+        for j in range(steps):  # each from the state the epoch left
+            same = _side_by_side(model, found, i * steps + j, 0.2) and same
     epoch = float(np.median(epochs))
+    primitives = measure_ops(model, repeats)
     del model
-    return {
+    entry = {
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
         "data": source,
@@ -99,88 +295,134 @@ def measure(repeats: int, samples: int, apps: int) -> dict:
         "samples": samples,
         "batch_size": 100,
         "repeats": repeats,
+        "steps_per_epoch": steps,
+        "before_revision": BEFORE,
+        "identical_masks": same,
         "epoch_seconds_median": epoch,
-        "prune_seconds_median": float(np.median(prunes)),
-        "rewind_seconds_median": float(np.median(rewinds)),
-        "prune_rewind_seconds_median": float(np.median(steps)),
-        "fraction_of_epoch": float(np.median(steps)) / epoch,
-        "ms_per_10M_weights": 1000 * float(np.median(steps)) / (prunable / 1e7),
-        "apps": measure_apps(repeats) if apps else {},
+        "load_average": os.getloadavg()[0],
         "date": datetime.date.today().isoformat(),
     }
+    for v in found:
+        m = _summed(v.medians())
+        m["fraction_of_epoch"] = m["step_seconds"] / epoch
+        m["ms_per_10M_weights"] = 1000 * m["step_seconds"] / (prunable / 1e7)
+        entry[v.label] = m
+    entry["primitives_ms"] = primitives
+    entry["apps"] = measure_apps(repeats, found) if apps else {}
+    return entry
 
 
-def _before() -> dict:
-    path = RESULTS / "prune_step_before.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def _ms(e: dict, phase: str) -> str:
+    return f"{1000 * e[f'{phase}_seconds_median']:.0f}"
 
 
-def _rows(entries: dict, label: str) -> list[str]:
+def _rows(entries: dict) -> list[str]:
     rows = []
     for backend in BACKENDS:
-        e = entries.get(backend)
-        if e is not None:
+        e = entries.get(backend) or {}
+        for label in ("before", "after", "now"):
+            m = e.get(label)
+            if m is None:
+                continue
             rows.append(
-                f"| {label} | {backend} | {e['prunable_weights']:,} | "
-                f"{e['epoch_seconds_median']:.2f} s | "
-                f"{1000 * e['prune_seconds_median']:.0f} ms | "
-                f"{1000 * e['rewind_seconds_median']:.0f} ms | "
-                f"{e['ms_per_10M_weights']:.0f} ms | "
-                f"{100 * e['fraction_of_epoch']:.2f}% |"
+                f"| {label} | {backend} | {e['epoch_seconds_median']:.2f} s | "
+                + " | ".join(_ms(m, p) for p in (*PHASES, "assign_and_report"))
+                + f" | **{_ms(m, 'prune')}** | {_ms(m, 'rewind')} | "
+                f"{_ms(m, 'reset_optimizer')} | {1000 * m['step_seconds']:.0f} | "
+                f"{m['ms_per_10M_weights']:.0f} | "
+                f"{100 * m['fraction_of_epoch']:.2f}% |"
             )
     return rows
 
 
-def _app_rows(entries: dict, label: str) -> list[str]:
+def _app_rows(entries: dict) -> list[str]:
     rows = []
     for backend in BACKENDS:
         apps = (entries.get(backend) or {}).get("apps") or {}
-        if len(apps) == len(APPS):
-            small, big = (apps[n] for n in APPS)
+        if len(apps) != len(APPS):
+            continue
+        small, big = (apps[n] for n in APPS)
+        for label in ("before", "after", "now"):
+            if label not in small:
+                continue
+            a, b = small[label], big[label]
             rows.append(
                 f"| {label} | {backend} | "
-                + " | ".join(
-                    f"{1000 * a['prune_seconds_median']:,.0f} ms "
-                    f"({a['ms_per_10M_weights']:.0f} ms / 10M)" for a in (small, big))
-                + f" | {big['ms_per_10M_weights'] / small['ms_per_10M_weights']:.2f}x |"
+                + " | ".join(f"{1000 * x['prune_seconds_median']:,.0f} ms "
+                             f"({x['ms_per_10M_weights']:.0f} ms / 10M)"
+                             for x in (a, b))
+                + f" | {b['ms_per_10M_weights'] / a['ms_per_10M_weights']:.2f}x |"
             )
     return rows
 
 
+def _met(entries: dict) -> str:
+    met = [b for b, e in entries.items()
+           if (m := e.get("after", e.get("now"))) is not None
+           and (m["fraction_of_epoch"] < 0.01 or m["ms_per_10M_weights"] < 50)]
+    return ", ".join(met) or "none"
+
+
 def docs_body(entries: dict) -> str:
-    before = _before()
     e = next(iter(entries.values()))
     apps = next((x["apps"] for x in entries.values() if x.get("apps")), None)
+    before = e.get("before_revision")
+    loads = " / ".join(f"{x['load_average']:.0f}" for x in entries.values())
     lines = [
         "## Prune + rewind step",
         "",
         "One `prune(model, 0.2)` plus `rewind(model, 'init')` and "
         "`reset_optimizer`, against one training epoch of the same "
-        f"784-2048-2048-2048-10 MLP on {e['samples']:,} samples (batch "
-        f"100, Adam); median of {e['repeats']} repeats; data: {e['data']}; "
-        f"measured {e['date']} on the project's 2-core CPU machine, shared "
-        "with other jobs (timings are noisy; before and after were measured "
-        "one after the other). Goal: under 1% of the epoch, or under 50 ms "
-        "per 10 million weights.",
+        f"784-2048-2048-2048-10 MLP ({e['prunable_weights']:,} prunable "
+        f"weights) on {e['samples']:,} samples (batch 100, Adam); median of "
+        f"{e['repeats']} epochs and of {e['repeats'] * e['steps_per_epoch']} "
+        f"steps ({e['steps_per_epoch']} after each epoch, each from the "
+        f"state the epoch left); data: {e['data']}; measured {e['date']} on "
+        "the project's 2-core CPU machine, shared with other jobs (load "
+        f"average {loads} when each backend finished: timings are noisy). "
+        "Goal: under 1% of the epoch, or under 50 ms per 10 million weights.",
         "",
         "Command: `nice python benchmarks/prune_step.py --backend "
         f"{'all' if len(entries) == len(BACKENDS) else ','.join(entries)} "
-        f"--repeats {e['repeats']} --samples {e['samples']} --apps 1`; the "
-        "before rows: the same command with `PRUNE_STEP_BEFORE=1` and "
-        "`PYTHONPATH` at the checkout before the linear-time selection.",
+        f"--repeats {e['repeats']} --samples {e['samples']} --steps "
+        f"{e['steps_per_epoch']} --apps {1 if apps else 0}`"
+        + (f" with `PRUNE_STEP_BEFORE={before}`: the before rows are `prune` "
+           f"as it was at {before}, measured in the same process on the same "
+           "model state (after each epoch both versions prune the same masks "
+           "and weights, in alternating order); they set the same masks: "
+           + ", ".join(f"{b} {'yes' if x['identical_masks'] else 'NO'}"
+                       for b, x in entries.items()) + "." if before else "."),
         "",
-        "| code | backend | prunable weights | epoch | prune | rewind + "
-        "optimizer reset | step per 10M weights | step / epoch |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-        *_rows(before, "before"),
-        *_rows(entries, "after"),
+        "Phases in ms: masks read (`host_masks`), scoring (`score_weights`), "
+        "selection (`prune_pool`, every pool), masks assigned (each "
+        "assignment also masks its weight again) and the report; then "
+        "`prune` in all, rewind, optimizer reset, the whole step.",
         "",
-        "For scale: on 2026-11-21, before this change and on a less loaded "
-        "machine, the step took 248 / 204 / 232 ms on tensorflow / jax / "
-        "torch (1.27% / 2.78% / 1.67% of an epoch of 20.5 / 7.4 / 13.9 s); "
-        "the rows above ran at a load average of about 22 on 2 cores.",
+        "| code | backend | epoch | masks read | scoring | selection | assign "
+        "+ report | prune | rewind | reset | step | step per 10M weights | "
+        "step / epoch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *_rows(entries),
         "",
     ]
+    ops_names = [k for k in e.get("primitives_ms", {}) if k.endswith("numpy")]
+    if ops_names:
+        lines += [
+            "The selection's primitives over the same 10M weights, in ms "
+            "(median of the repeats, after the run): NumPy on host copies "
+            "against `keras.ops` on the backend's device (here the same CPU, "
+            "eager). They decide where the selection runs.",
+            "",
+            "| backend | host copy | " + " | ".join(
+                f"{k.split(',')[0]}: NumPy / keras.ops" for k in ops_names[1:]) + " |",
+            "|---|" + "---:|" * len(ops_names),
+            *(f"| {b} | {x['primitives_ms'][ops_names[0]]:.0f} | " + " | ".join(
+                f"{x['primitives_ms'][k]:.0f} / "
+                f"{x['primitives_ms'][k.replace('numpy', 'keras.ops')]:.0f}"
+                for k in ops_names[1:]) + " |"
+              for b, x in entries.items() if x.get("primitives_ms")),
+            "",
+        ]
     if apps:
         names = list(APPS)
         lines += [
@@ -188,47 +430,51 @@ def docs_body(entries: dict) -> str:
             f"models (weights=None, 10 classes): {names[0]} "
             f"({apps[names[0]]['prunable_weights']:,} prunable weights) and "
             f"{names[1]} ({apps[names[1]]['prunable_weights']:,}); median of "
-            f"{e['repeats']}. Goal: {names[1]} within 3x of {names[0]} per weight.",
+            f"{e['repeats']}, side by side as above. Goal: {names[1]} within "
+            f"3x of {names[0]} per weight.",
             "",
             f"| code | backend | {names[0]} | {names[1]} | per-weight ratio |",
             "|---|---|---:|---:|---:|",
-            *_app_rows(before, "before"),
-            *_app_rows(entries, "after"),
+            *_app_rows(entries),
             "",
         ]
     lines.append(
         "Goal (under 1% of an epoch or 50 ms per 10M weights) met on: "
-        + (", ".join(
-            b for b, x in entries.items()
-            if x["fraction_of_epoch"] < 0.01 or x["ms_per_10M_weights"] < 50)
-           or "none")
-        + ". Each pool's threshold is found from a sample and checked in one "
-        "pass over its tensors (a second only when the sample misses), so "
-        "the step is linear in the weights: the rest is copying weights and "
-        "masks to the host and back, scoring and rewinding."
+        f"{_met(entries)}. Where the step's time goes now, largest first: "
+        + "; ".join(f"{b}: {_largest(x)}" for b, x in entries.items()) + "."
     )
     return "\n".join(lines)
 
 
+def _largest(e: dict) -> str:
+    m = e.get("after", e.get("now"))
+    names = {**PHASES, "assign_and_report": "masks assigned",
+             "rewind": "rewind", "reset_optimizer": "optimizer reset"}
+    ranked = sorted(names, key=lambda p: -m[f"{p}_seconds_median"])
+    return ", ".join(f"{names[p]} {1000 * m[f'{p}_seconds_median']:.0f} ms"
+                     for p in ranked[:4])
+
+
 def summary(backend: str, e: dict) -> str:
-    apps = "; ".join(
-        f"{n} global prune {1000 * a['prune_seconds_median']:.0f} ms "
-        f"({a['ms_per_10M_weights']:.0f} ms / 10M)"
-        for n, a in (e.get("apps") or {}).items())
-    return (
-        f"{backend}: prune+rewind {1000 * e['prune_rewind_seconds_median']:.0f} ms"
-        f" = {100 * e['fraction_of_epoch']:.2f}% of an epoch "
-        f"({e['epoch_seconds_median']:.2f} s)" + (f"; {apps}" if apps else "")
-    )
+    parts = []
+    for label in ("before", "after", "now"):
+        m = e.get(label)
+        if m is not None:
+            parts.append(
+                f"{label}: prune {1000 * m['prune_seconds_median']:.0f} ms, "
+                f"step {1000 * m['step_seconds']:.0f} ms = "
+                f"{100 * m['fraction_of_epoch']:.2f}% of an epoch")
+    return (f"{backend} (epoch {e['epoch_seconds_median']:.2f} s, same masks: "
+            f"{e['identical_masks']}): " + "; ".join(parts))
 
 
 if __name__ == "__main__":
     benchmark_main(
         script=__file__,
         description=__doc__.splitlines()[0],
-        name="prune_step_before" if BEFORE else "prune_step",
-        options={"repeats": 5, "samples": 10_000, "apps": 0},
-        quick={"repeats": 2, "samples": 2000, "apps": 0},
+        name="prune_step",
+        options={"repeats": 5, "samples": 10_000, "apps": 0, "steps": 3},
+        quick={"repeats": 2, "samples": 2000, "apps": 0, "steps": 1},
         measure=measure,
         docs_body=docs_body,
         summary=summary,
