@@ -15,7 +15,7 @@ Runs, each in its own process:
 - keras-lottery's `GradualPruning` on TensorFlow and on JAX, in three
   variants: `guide` (the same schedule arguments, as a tfmot user types
   them), `step_offset=1` (tfmot's step numbers) and `tfmot_steps`
-  (`step_offset=1` and a schedule that prunes on tfmot's grid only, the
+  (`step_offset=1` and `prune_at_end_step=False`: on tfmot's grid only, the
   guide's recipe for tfmot's exact trajectory).
 
 A callback in every run reads the masks after each training batch and logs
@@ -211,13 +211,6 @@ def run_ours(request: dict) -> dict:
 
     import keras_lottery as kl
 
-    class TfmotSteps(kl.PolynomialDecay):
-        """Prunes on tfmot's grid only: begin_step + k * frequency."""
-
-        def __call__(self, step):
-            prune, target = super().__call__(step)
-            return prune and (step - self.begin_step) % self.frequency == 0, target
-
     start, out, variant = time.perf_counter(), request["out"], request["variant"]
     keras.utils.set_random_seed(request["seed"])
     x, y, xt, yt = data(request["train"])
@@ -236,9 +229,10 @@ def run_ours(request: dict) -> dict:
     baseline = model.evaluate(xt, yt, verbose=0)[1]
 
     offset = 0 if variant == "guide" else 1
-    kind = TfmotSteps if variant == "tfmot_steps" else kl.PolynomialDecay
-    schedule = kind(initial_sparsity=INITIAL, final_sparsity=FINAL,
-                    begin_step=0, end_step=end_step(len(x)))
+    # tfmot_steps: on tfmot's grid only, not at an off-grid end_step.
+    schedule = kl.PolynomialDecay(
+        initial_sparsity=INITIAL, final_sparsity=FINAL, begin_step=0,
+        end_step=end_step(len(x)), prune_at_end_step=variant != "tfmot_steps")
     pruned = kl.wrap(model)
     pruned.compile("adam", loss, metrics=["accuracy"])
     pruning = kl.GradualPruning(pruning_schedule=schedule, step_offset=offset)

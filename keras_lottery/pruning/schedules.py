@@ -69,10 +69,17 @@ class PruningSchedule:
         an N:M pattern at the first pruning step at or after it."""
         return None
 
-    def _in_range(self, step: int, begin: int, end: int, frequency: int) -> bool:
+    def _in_range(self, step: int, begin: int, end: int, frequency: int,
+                  at_end: bool = True) -> bool:
         if step < begin or (end >= 0 and step > end):
             return False
-        return (step - begin) % frequency == 0 or step == end
+        return (step - begin) % frequency == 0 or (at_end and step == end)
+
+
+def _check_flag(value, what: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{what}` must be True or False. Received: {what}={value!r}")
+    return bool(value)
 
 
 class PolynomialDecay(PruningSchedule):
@@ -85,10 +92,13 @@ class PolynomialDecay(PruningSchedule):
     with `t_0 = begin_step`, `t_n = end_step`, `s_i = initial_sparsity` and
     `s_f = final_sparsity`; `s_t = s_i` before `begin_step` and `s_f` after
     `end_step`. Pruning happens at `begin_step` and every `frequency` steps
-    after it, up to `end_step`. Unlike tfmot, `end_step` itself is always a
-    pruning step, so a `fit` that runs up to `end_step` ends at exactly
-    `final_sparsity` even when `end_step - begin_step` is not a multiple of
-    `frequency` (a `fit` that stops before `end_step` does not reach it).
+    after it, up to `end_step`. Unlike tfmot, `end_step` itself is a
+    pruning step too (`prune_at_end_step=True`, the default), so a `fit`
+    that runs past `end_step` ends at exactly `final_sparsity` even when
+    `end_step - begin_step` is not a multiple of `frequency`. With
+    `prune_at_end_step=False` the schedule prunes on tfmot's grid only, as
+    tfmot 0.8.1 does (with `GradualPruning(step_offset=1)`: tfmot's exact
+    pruning steps and sparsities).
 
     Args:
         initial_sparsity: Sparsity at `begin_step`, in [0, 1).
@@ -97,6 +107,8 @@ class PolynomialDecay(PruningSchedule):
         end_step: Last pruning step (> `begin_step`).
         power: Exponent of the decay; 3 as in the paper and tfmot.
         frequency: Steps between two pruning steps.
+        prune_at_end_step: Also prune at `end_step` when it is off the
+            `frequency` grid (default); False prunes on the grid only.
 
     Example:
 
@@ -105,6 +117,10 @@ class PolynomialDecay(PruningSchedule):
     ...                            frequency=5)
     >>> [(t, schedule(t)[0], round(schedule(t)[1], 3)) for t in (0, 5, 7, 10)]
     [(0, True, 0.0), (5, True, 0.7), (7, False, 0.778), (10, True, 0.8)]
+    >>> tfmot_like = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=12,
+    ...                              frequency=5, prune_at_end_step=False)
+    >>> [t for t in range(13) if tfmot_like(t)[0]], tfmot_like.final_step
+    ([0, 5, 10], 10)
     """
 
     def __init__(
@@ -115,6 +131,7 @@ class PolynomialDecay(PruningSchedule):
         end_step: int,
         power: float = 3,
         frequency: int = 100,
+        prune_at_end_step: bool = True,
     ):
         self.initial_sparsity = check_sparsity(initial_sparsity, "initial_sparsity")
         self.final_sparsity = check_sparsity(final_sparsity, "final_sparsity")
@@ -131,6 +148,7 @@ class PolynomialDecay(PruningSchedule):
             raise ValueError(f"`power` must be a number > 0. Received: power={power!r}")
         self.power = float(power)
         self.frequency = _check_frequency(frequency)
+        self.prune_at_end_step = _check_flag(prune_at_end_step, "prune_at_end_step")
 
     def sparsity(self, step: int) -> float:
         """The schedule's sparsity at `step`, whether or not it prunes then."""
@@ -142,14 +160,20 @@ class PolynomialDecay(PruningSchedule):
 
     def __call__(self, step: int) -> tuple[bool, float]:
         return (
-            self._in_range(step, self.begin_step, self.end_step, self.frequency),
+            self._in_range(step, self.begin_step, self.end_step, self.frequency,
+                           self.prune_at_end_step),
             self.sparsity(step),
         )
 
     @property
     def final_step(self) -> int:
-        """`end_step`: the schedule is at `final_sparsity` from there on."""
-        return self.end_step
+        """`end_step`: the schedule is at `final_sparsity` from there on.
+        With `prune_at_end_step=False`, the last pruning step on the grid
+        (at or before `end_step`)."""
+        if self.prune_at_end_step:
+            return self.end_step
+        span = self.end_step - self.begin_step
+        return self.begin_step + span - span % self.frequency
 
     def get_config(self) -> dict:
         return {
@@ -159,6 +183,7 @@ class PolynomialDecay(PruningSchedule):
             "end_step": self.end_step,
             "power": self.power,
             "frequency": self.frequency,
+            "prune_at_end_step": self.prune_at_end_step,
         }
 
     def __repr__(self) -> str:
@@ -179,6 +204,8 @@ class ConstantSparsity(PruningSchedule):
         begin_step: First pruning step (>= 0).
         end_step: Last pruning step, or -1 for no end.
         frequency: Steps between two pruning steps.
+        prune_at_end_step: Also prune at an `end_step` off the `frequency`
+            grid (default); False prunes on the grid only, as tfmot does.
 
     Example:
 
@@ -194,6 +221,7 @@ class ConstantSparsity(PruningSchedule):
         begin_step: int,
         end_step: int = -1,
         frequency: int = 100,
+        prune_at_end_step: bool = True,
     ):
         self.target_sparsity = check_sparsity(target_sparsity, "target_sparsity")
         self.begin_step = _check_step(begin_step, "begin_step")
@@ -204,10 +232,12 @@ class ConstantSparsity(PruningSchedule):
                 f"begin_step={begin_step}, end_step={end_step}"
             )
         self.frequency = _check_frequency(frequency)
+        self.prune_at_end_step = _check_flag(prune_at_end_step, "prune_at_end_step")
 
     def __call__(self, step: int) -> tuple[bool, float]:
         return (
-            self._in_range(step, self.begin_step, self.end_step, self.frequency),
+            self._in_range(step, self.begin_step, self.end_step, self.frequency,
+                           self.prune_at_end_step),
             self.target_sparsity,
         )
 
@@ -222,6 +252,7 @@ class ConstantSparsity(PruningSchedule):
             "begin_step": self.begin_step,
             "end_step": self.end_step,
             "frequency": self.frequency,
+            "prune_at_end_step": self.prune_at_end_step,
         }
 
     def __repr__(self) -> str:

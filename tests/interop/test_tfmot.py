@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import subprocess
@@ -365,14 +366,6 @@ def test_check_xnnpack_sparse_names_an_under_pruned_conv_once():
     assert "needs > 66.7%" in text
 
 
-class TfmotSteps(kl.PolynomialDecay):
-    """The guide's recipe: prune on tfmot's frequency grid only."""
-
-    def __call__(self, step):
-        prune, target = super().__call__(step)
-        return prune and (step - self.begin_step) % self.frequency == 0, target
-
-
 class MaskLog(keras.callbacks.Callback):
     """The batches after which the masks changed, and the zeros then."""
 
@@ -398,7 +391,8 @@ def test_step_offset_and_the_guides_recipe_prune_on_tfmots_steps(tfmot_dir):
     found = {}
     for name, kind, offset in (("guide", kl.PolynomialDecay, 0),
                                ("offset", kl.PolynomialDecay, 1),
-                               ("recipe", TfmotSteps, 1)):
+                               ("recipe", functools.partial(
+                                   kl.PolynomialDecay, prune_at_end_step=False), 1)):
         model = kl.wrap(keras.Sequential([keras.Input((8,)), keras.layers.Dense(32),
                                           keras.layers.Dense(4)]))
         model.compile(keras.optimizers.Adam(0.01), "mse")
