@@ -392,12 +392,10 @@ def lottery_search(
             on every process (shared storage): process 0 writes it, the
             others wait (at most `KERAS_LOTTERY_SYNC_TIMEOUT` s, 1800 by
             default) and read it; a resumed search resumes everywhere.
-        seed: Seeds Keras (`keras.utils.set_random_seed`) before each
-            training, each round's pruning and the controls, with a seed
-            derived from `seed`, the round and the step (so a round's
-            training is not the same as a `fit` seeded with `seed` itself),
-            so that a resumed search replays an uninterrupted one exactly
-            (given a deterministic `fit_fn`).
+        seed: Seeds Keras before each training, pruning and control with
+            a seed derived from `seed`, the round and the step (not `seed`
+            itself), so that a resumed search replays an uninterrupted one
+            exactly (given a deterministic `fit_fn`).
         verbose: 1 prints one line per round; 0 is silent.
         prune_options: Deprecated: pass the prune options as keyword
             arguments instead.
