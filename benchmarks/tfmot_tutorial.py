@@ -102,6 +102,16 @@ def kernel_sparsity(kernels: dict) -> dict:
             "zeros": zeros, "sizes": sizes}
 
 
+def tfmot_mask_logger(k, model):
+    """`mask_logger` over the masks and the step of tfmot's wrappers."""
+    wrappers = [layer for layer in model.layers
+                if getattr(layer, "pruning_vars", None)]
+    return mask_logger(
+        k.callbacks.Callback,
+        lambda m: {w.layer.name: w.pruning_vars[0][1].numpy() for w in wrappers},
+        lambda m: int(wrappers[0].pruning_step.numpy()))
+
+
 def mask_logger(callback_class, read_masks, step_of):
     """A callback of `callback_class` logging every change of the masks."""
     import numpy as np
@@ -179,12 +189,7 @@ def run_tfmot(request: dict) -> dict:
         end_step=end_step(len(x)))
     pruned = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
     pruned.compile("adam", loss, metrics=["accuracy"])
-    wrappers = [layer for layer in pruned.layers
-                if getattr(layer, "pruning_vars", None)]
-    log = mask_logger(
-        k.callbacks.Callback,
-        lambda m: {w.layer.name: w.pruning_vars[0][1].numpy() for w in wrappers},
-        lambda m: int(wrappers[0].pruning_step.numpy()))
+    log = tfmot_mask_logger(k, pruned)
     began = time.perf_counter()
     pruned.fit(x, y, batch_size=BATCH, epochs=EPOCHS, validation_split=VALIDATION,
                verbose=0, callbacks=[
@@ -311,12 +316,7 @@ def run_tfmot_2x4(request: dict) -> dict:
             layer, **params[kind]))])
     model.compile("adam", k.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    wrappers = [layer for layer in model.layers
-                if getattr(layer, "pruning_vars", None)]
-    log = mask_logger(
-        k.callbacks.Callback,
-        lambda m: {w.layer.name: w.pruning_vars[0][1].numpy() for w in wrappers},
-        lambda m: int(wrappers[0].pruning_step.numpy()))
+    log = tfmot_mask_logger(k, model)
     began = time.perf_counter()
     model.fit(x[..., None], y, batch_size=BATCH, epochs=EPOCHS, verbose=0,
               validation_split=VALIDATION, callbacks=[
