@@ -145,15 +145,7 @@ def worker(process_id: int, port: int, out: Path) -> None:
                          out / "search", fits)
         arrays["fits"] = np.array(len(fits))
         arrays["pid"] = np.array(os.getpid())
-        for r in range(len(result)):
-            for key, mask in result.masks(r).items():
-                arrays[f"data_parallel/{r}/{key}"] = mask
-        # Global-scope pruning, a rewind to a checkpoint, strip.
-        kl.checkpoint(model)
-        kl.prune(model, rate=0.5, scope="global")
-        kl.rewind(model, to="checkpoint")
-        for key, mask in kl.get_masks(model).items():
-            arrays[f"global/{key}"] = mask
+        _record_masks(arrays, "data_parallel", "global", model, result)
         plain = kl.strip(model)
         arrays["predict"] = np.asarray(plain(x[:BATCH]))
     if os.environ.get("MODEL_PARALLEL"):
@@ -170,7 +162,6 @@ def _model_parallel(devices, x, y, out: Path, arrays: dict) -> None:
     same search, saved, then a global prune and a rewind."""
     import keras
 
-    import keras_lottery as kl
 
     mesh = keras.distribution.DeviceMesh((1, 4), ("batch", "model"), devices)
     layout_map = keras.distribution.LayoutMap(mesh)
@@ -186,14 +177,23 @@ def _model_parallel(devices, x, y, out: Path, arrays: dict) -> None:
                 wrapper.mask_variable("kernel"))])
         # The batch axis has one row: every process feeds the whole batch.
         result = _search(model, x, y, BATCH, out / "search_mp")
-        for r in range(len(result)):
-            for key, mask in result.masks(r).items():
-                arrays[f"model_parallel/{r}/{key}"] = mask
-        kl.checkpoint(model)
-        kl.prune(model, rate=0.5, scope="global")
-        kl.rewind(model, to="checkpoint")
-        for key, mask in kl.get_masks(model).items():
-            arrays[f"model_parallel/global/{key}"] = mask
+        _record_masks(arrays, "model_parallel", "model_parallel/global", model,
+                      result)
+
+
+def _record_masks(arrays: dict, rounds: str, pruned: str, model, result) -> None:
+    """The search's masks per round under `rounds/`, then the masks of a
+    global-scope prune followed by a rewind to a checkpoint under `pruned/`."""
+    import keras_lottery as kl
+
+    for r in range(len(result)):
+        for key, mask in result.masks(r).items():
+            arrays[f"{rounds}/{r}/{key}"] = mask
+    kl.checkpoint(model)
+    kl.prune(model, rate=0.5, scope="global")
+    kl.rewind(model, to="checkpoint")
+    for key, mask in kl.get_masks(model).items():
+        arrays[f"{pruned}/{key}"] = mask
 
 
 def _free_port() -> int:
