@@ -14,11 +14,21 @@ reads its query, key and value inputs through its projections' input rows
 Weights are named as `core.registry` names them (`"query/kernel"`,
 `"output/bias"`). An attention layer with a gate, custom `attention_axes`,
 other input ranks, or returning its attention scores is a blocker.
+
+An attention layer inside a layer the graph does not enter (a composite
+layer: KerasHub's `TransformerEncoder`, `TransformerDecoder` and its
+`CachedMultiHeadAttention`) has its heads group all the same
+(`record_nested`): a head's slices are all inside the attention layer and
+its output width does not change, so pruning whole heads needs nothing
+from the graph around it. Only a gate blocks them.
 """
 
 from __future__ import annotations
 
 import keras
+
+from keras_lottery.core.model import walk
+from keras_lottery.core.wrapper import PrunableWrapper
 
 L = keras.layers
 #: A MultiHeadAttention's projections, named as `core.registry` names them.
@@ -55,10 +65,21 @@ def attention_inputs(node) -> dict:
     return found
 
 
+def counts_heads(group) -> bool:
+    """Whether a `depgraph.ChannelGroup`'s units are attention heads."""
+    return any(m.role == "out" and (m.weight, m.axis) == ("query/kernel", 1)
+               for m in group.members)
+
+
+def _gated(layer) -> bool:
+    # Keras keeps the flag as `_use_gate`; its config is the public record.
+    return bool(layer.get_config().get("use_gate", False))
+
+
 def unsupported(layer, node, name) -> str | None:
     """Why this call's heads cannot be followed (see the module), or None."""
     axes = layer.get_config().get("attention_axes")
-    if (len(node.output_tensors) > 1 or bool(getattr(layer, "use_gate", False))
+    if (len(node.output_tensors) > 1 or _gated(layer)
             or axes not in (None, (1,), [1]) or any(
                 t is None or len(t.shape) != 3
                 for t in attention_inputs(node).values())):
@@ -68,11 +89,15 @@ def unsupported(layer, node, name) -> str | None:
 
 
 def _heads(builder, layer, key, blocker=None):
+    """The head group: query, key and value kernel slices; unless blocked,
+    their biases and the output projection's rows too."""
     heads = builder.new(layer.num_heads, blocker)
     for part in ("query", "key", "value"):
         builder.record(key, f"{part}/kernel", 1, heads, "out")
         if layer.use_bias and not blocker:
             builder.record(key, f"{part}/bias", 0, heads, "follow")
+    if not blocker:
+        builder.record(key, "output/kernel", 0, heads, "in")
     return heads
 
 
@@ -94,8 +119,7 @@ def record_attention(builder, layer, node, key, name) -> list:
             b.block(b.maps[id(tensor)], f"{name} reads it as a mask")
     for part in ("query", "key", "value"):
         b.record(key, f"{part}/kernel", 0, b.maps[id(tensors[part])], "in")
-    heads = _heads(b, layer, key)
-    b.record(key, "output/kernel", 0, heads, "in")
+    _heads(b, layer, key)
     shape = node.output_tensors[0].shape
     out = b.new(int(shape[-1]))
     b.record(key, "output/kernel", -1, out, "out")
@@ -104,5 +128,45 @@ def record_attention(builder, layer, node, key, name) -> list:
     return [out]
 
 
-__all__ = ["attention_inputs", "layer_weights", "record_attention",
-           "record_blocked_heads", "unsupported"]
+def record_nested(builder, layer, key, seen: set) -> None:
+    """Records the heads of every built MultiHeadAttention inside `layer`
+    at any depth (keyed `f"{key}/{sub}"`, as `core.model.walk` keys it),
+    for a layer whose graph is not entered: a composite layer, a model
+    without a graph (see the module). `seen` holds the ids of attention
+    layers already recorded; a MultiHeadAttention itself adds nothing.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_lottery.core.depgraph import channel_groups
+    >>> class Block(keras.layers.Layer):  # as KerasHub's TransformerEncoder
+    ...     def __init__(self, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.attention = keras.layers.MultiHeadAttention(
+    ...             2, 4, name="attention")
+    ...     def call(self, x):
+    ...         return x + self.attention(x, x)
+    >>> x = keras.Input((4, 8))
+    >>> graph = channel_groups(keras.Model(x, Block(name="block")(x)))
+    >>> [(g.size, g.producers, g.prunable) for g in graph.groups if counts_heads(g)]
+    [(2, ['block/attention'], True)]
+    """
+    if isinstance(layer, L.MultiHeadAttention):
+        return
+    for sub, child in walk(layer):
+        inner = child.layer if isinstance(child, PrunableWrapper) else child
+        if (not isinstance(inner, L.MultiHeadAttention) or id(inner) in seen
+                or not inner.built):
+            continue
+        seen.add(id(inner))
+        name = f"{key}/{sub}"
+        if _gated(inner):
+            record_blocked_heads(builder, inner, name, (
+                f"'{name}' ({type(inner).__name__}) has a gate"))
+        else:
+            _heads(builder, inner, name)
+
+
+__all__ = ["attention_inputs", "counts_heads", "layer_weights",
+           "record_attention", "record_blocked_heads", "record_nested",
+           "unsupported"]

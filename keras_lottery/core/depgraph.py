@@ -18,8 +18,8 @@ A group that cannot be pruned has `blockers`: it reaches the model's
 output (a classifier's classes are never a group), it starts at the
 model's input, or a layer mixes its channels (Softmax or LayerNormalization
 over channels, a grouped convolution, a layer this graph cannot follow).
-A `MultiHeadAttention`'s heads are units of one group
-(`keras_lottery.core.attention_heads`).
+A `MultiHeadAttention`'s heads are units of one group, inside composite
+layers too (`keras_lottery.core.attention_heads`).
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ class ChannelGroup:
 
     def __str__(self) -> str:
         state = "prunable" if self.prunable else "blocked: " + "; ".join(self.blockers)
-        return (f"{self.size} channels of {', '.join(self.producers) or '?'} "
+        units = "heads" if attention_heads.counts_heads(self) else "channels"
+        return (f"{self.size} {units} of {', '.join(self.producers) or '?'} "
                 f"-> {', '.join(self.layers)} ({state})")
 
 
@@ -183,6 +184,7 @@ class _Walker:
     def __init__(self, builder: _Builder):
         self.b = builder
         self.calls: dict[int, tuple[list, list]] = {}
+        self.nested: set[int] = set()  # attention layers inside others
 
     def model(self, model, in_maps, prefix):
         for tensor, elements in zip(model.inputs, in_maps):
@@ -225,6 +227,9 @@ class _Walker:
                     if a.size == b.size:
                         self.b.join(a, b)
                 return previous[1]
+        if not graph.is_graph_model(layer):
+            attention_heads.record_nested(self.b, layer, prefix + layer.name,
+                                          self.nested)
         outs = self.rule(layer, node, ins, prefix + layer.name)
         self.calls[id(layer)] = (ins, outs)
         return outs

@@ -111,6 +111,12 @@ def _removed_slices(key, graph, dead):
     return {k: np.unique(np.concatenate(v)) for k, v in removed.items()}
 
 
+def removed_heads(key, graph, dead) -> np.ndarray:
+    """The heads of the attention layer at `key` that `dead` removes."""
+    return _removed_slices(key, graph, dead).get(
+        ("query/kernel", 1), np.empty(0, dtype=np.int64))
+
+
 def _fold(layer, rows, const, problems, key):
     """Bias change from removed inputs `const` read through `rows`
     (`(..., removed, out)`), or None where that is not exact."""
@@ -215,7 +221,7 @@ def slice_attention(layer, key, cuts: dict, cut_out: Cut, graph, dead, shapes,
                 weights[f"{part}/bias"] = weights[f"{part}/bias"] + np.reshape(
                     delta, kernel.shape[1:] if np.ndim(delta) else ())
     removed = _removed_slices(key, graph, dead)
-    heads = removed.get(("query/kernel", 1), np.empty(0, dtype=np.int64))
+    heads = removed_heads(key, graph, dead)
     weights["output/bias"] = weights["output/bias"] + np.einsum(
         "hd,hdo->o", weights["value/bias"][heads].reshape(-1, head_dims),
         weights["output/kernel"][heads])
@@ -350,4 +356,4 @@ def _evaluate(layer, node, cuts_in):
     return np.where(unknown, np.nan, out)
 
 
-__all__ = ["ELEMENTWISE", "ShrinkError", "slice_attention"]
+__all__ = ["ELEMENTWISE", "ShrinkError", "removed_heads", "slice_attention"]

@@ -8,7 +8,11 @@ the removed channels' slices (a conv's filters, the BatchNormalization and
 depthwise filters after it, every branch of a residual `Add`, the next
 layers' input rows, with `Concatenate` offsets and `Flatten` strides),
 inside nested models too. A `MultiHeadAttention` is rebuilt with fewer
-heads (`num_heads`), fewer input rows and output channels.
+heads (`num_heads`), fewer input rows and output channels. Heads pruned in
+an attention layer inside a composite layer (KerasHub's
+`TransformerEncoder`) are not removed: that layer is rebuilt from its
+config, whose one `num_heads` cannot say it; `shrink` names it in its
+`ShrinkError`.
 
 A channel is removed when the output filters of every layer producing it
 are zero. Such a channel is not simply zero: its bias is not, so it
@@ -30,6 +34,7 @@ import numpy as np
 from keras_lottery._internal import graph
 from keras_lottery.core.attention_heads import (
     attention_inputs,
+    counts_heads,
     layer_weights,
     unsupported,
 )
@@ -42,6 +47,7 @@ from keras_lottery.deploy.channel_cuts import (
     carry,
     numpy_value,
     rebuild,
+    removed_heads,
     slice_attention,
     slice_layer,
 )
@@ -58,7 +64,10 @@ class ShrinkReport:
 
     Attributes:
         units: `{layer: (kept, total)}` for each Dense/Conv layer whose
-            units were removed, and each MultiHeadAttention whose heads were.
+            units (output channels) were removed. For a MultiHeadAttention
+            `layer`, `units[layer]` counts its heads (where heads were
+            removed) and `units[layer + "/output"]` its output channels
+            (where those were).
         params_before: Parameters of the masked model's plain form.
         params_after: Parameters of the shrunk model.
 
@@ -91,16 +100,18 @@ def _dead_units(channel_graph, layers, problems):
             values = np.moveaxis(numpy_value(weight), member.axis, 0)[member.positions]
             live = np.abs(values.reshape(member.positions.size, -1)).sum(axis=1) > 0
             gone &= np.bincount(member.units, weights=live, minlength=group.size) == 0
+        units = "heads" if counts_heads(group) else "channels"
         if gone.any() and group.blockers:
             problems.append((producers[0].layer, (
-                f"{int(gone.sum())} of the {group.size} channels of "
+                f"{int(gone.sum())} of the {group.size} {units} of "
                 f"{', '.join(repr(p) for p in group.producers)} are pruned, but "
                 f"they cannot be removed: {'; '.join(group.blockers)}")))
             gone[:] = False
         elif gone.all() and gone.size:
             problems.append((producers[0].layer, (
-                f"every channel of {', '.join(repr(p) for p in group.producers)} "
-                "is pruned, so they cannot be shrunk to zero channels; prune "
+                f"every one of the {group.size} {units} of "
+                f"{', '.join(repr(p) for p in group.producers)} is pruned, so "
+                f"they cannot be shrunk to zero {units}; prune "
                 "with min_remaining >= 1")))
             gone[:] = False
         dead.append(gone)
@@ -176,6 +187,8 @@ class _Shrinker:
         if isinstance(layer, L.MultiHeadAttention) and not unsupported(
                 layer, node, key):
             return self.attention(layer, node, cuts_out[0], key)
+        if self.heads_inside(layer, key):
+            return layer  # refused (the one ShrinkError), so not copied
         shape = list(node.input_tensors[0].shape) if node.input_tensors else []
         if cuts_in and cuts_in[0].cut:
             shape[-1] = len(cuts_in[0].keep)
@@ -214,7 +227,32 @@ class _Shrinker:
                                      self.dead, shapes, self.problems)
         if heads < layer.num_heads:
             self.units[key] = (heads, layer.num_heads)
+        if cut_out.cut:
+            self.units[f"{key}/output"] = (len(cut_out.keep), cut_out.size)
         return new
+
+    def heads_inside(self, layer, key) -> bool:
+        """Whether heads are pruned in an attention layer inside `layer`
+        (a composite layer: rebuilt from its config, which cannot give
+        it fewer heads); records why `shrink` stops there."""
+        found = False
+        for sub, child in walk(layer):
+            inner = inner_layer(child)
+            gone = removed_heads(f"{key}/{sub}", self.graph, self.dead)
+            if not isinstance(inner, L.MultiHeadAttention) or not gone.size:
+                continue
+            found = True
+            self.problems.append((key, (
+                f"{gone.size} of the {inner.num_heads} heads of '{key}/{sub}' "
+                f"({type(inner).__name__}) are pruned, but '{key}' "
+                f"({type(layer).__name__}) cannot be rebuilt with fewer "
+                "heads: it is rebuilt from its config, whose one num_heads "
+                "sets every attention layer it makes (KerasHub's "
+                "TransformerEncoder/TransformerDecoder also derive key_dim = "
+                "hidden_dim // num_heads from it). Keep the masked model, or "
+                "keep attention out of channel pruning: "
+                "wrap(..., exclude=['MultiHeadAttention'])")))
+        return found
 
     def nested(self, model, cuts_in, cuts_out, key):
         inputs = []
@@ -251,7 +289,8 @@ def shrink(model: keras.Model, *, return_report: bool = False):
     input rows (at every `Flatten` position, at its `Concatenate`
     offset), inside nested models too (rebuilt as plain functional
     models). A MultiHeadAttention head whose query, key and value kernel
-    slices are all zero is removed (`num_heads` lowered). A removed
+    slices are all zero is removed (`num_heads` lowered); one inside a
+    composite layer (KerasHub's TransformerEncoder) is refused. A removed
     channel's constant (its activation of its bias), where a next layer
     still reads it, is folded into that layer's bias,
     so the predictions equal the masked model's up to float rounding.
@@ -272,7 +311,8 @@ def shrink(model: keras.Model, *, return_report: bool = False):
             pruned channels that reach the model's output or meet a layer
             that mixes channels, constants that cannot be folded (a
             'same'-padded convolution reading them through nonzero
-            weights), or a group pruned whole.
+            weights), a group pruned whole, or heads pruned in an
+            attention layer inside a composite layer.
         TypeError: For a subclassed model.
 
     Example:

@@ -164,6 +164,7 @@ def test_attention_heads_are_one_group_of_their_projections():
     heads = [g for g in graph.groups if ("mha", "query/kernel", 1, "out")
              in described(g)]
     assert len(heads) == 1 and heads[0].prunable and heads[0].size == 3
+    assert str(heads[0]).startswith("3 heads of mha -> mha")
     want = {("mha", f"{p}/{w}", axis, role)
             for p in ("query", "key", "value")
             for w, axis, role in (("kernel", 1, "out"), ("bias", 0, "follow"))}

@@ -234,6 +234,7 @@ def test_attention_heads_shrink_with_the_masked_predictions(rng):
     small, report = shrink(wrapped, return_report=True)
     mha = small.get_layer("mha")
     assert mha.num_heads == 2 and report.units["mha"] == (2, 4)
+    assert report.units["mha/output"] == (4, 8)  # post pruned 4 of its 8 inputs
     assert tuple(mha.weights[0].shape) == (4, 2, 3)  # pre kept 4 of 8
     assert tuple(mha.weights[-2].shape) == (2, 3, 4)  # post reads 4 of 8
     assert_same_outputs(small, wrapped, rng.normal(size=(3, 5, 6)).astype("float32"))
@@ -264,4 +265,32 @@ def test_attention_returning_scores_is_refused_in_the_one_error(rng):
     with pytest.raises(ShrinkError, match=r"'mha' .*not a plain attention") as info:
         shrink(model)
     assert info.value.layers == ["pre", "mha"]
-    assert "1 of the 4 channels of 'mha' are pruned" in str(info.value)
+    assert "1 of the 4 heads of 'mha' are pruned" in str(info.value)
+
+
+def test_attention_with_every_head_pruned_is_refused_saying_heads(rng):
+    model = attention_net(rng)
+    mha = model.get_layer("mha")
+    weights = mha.get_weights()
+    for i in (0, 2, 4):
+        weights[i][:] = 0.0
+    mha.set_weights(weights)
+    with pytest.raises(ShrinkError, match=(
+            r"every one of the 4 heads of 'mha' is pruned, so they cannot be "
+            r"shrunk to zero heads")):
+        shrink(model)
+
+
+def test_gated_attention_is_not_shrunk_with_fewer_heads(rng):
+    x = keras.Input((5, 6))
+    h = keras.layers.MultiHeadAttention(4, 3, use_gate=True, name="mha")(x, x)
+    model = keras.Model(x, keras.layers.Dense(2, name="head")(
+        keras.layers.Flatten()(h)))
+    randomize(model, rng)
+    mha = model.get_layer("mha")
+    for dense in (mha._query_dense, mha._key_dense, mha._value_dense):
+        kernel = keras.ops.convert_to_numpy(dense.kernel).copy()
+        kernel[:, 1] = 0.0
+        dense.kernel.assign(kernel)
+    with pytest.raises(ShrinkError, match=r"1 of the 4 heads of 'mha' .*gate"):
+        shrink(model)
