@@ -7,8 +7,9 @@ slice of its group (producers' filters, depthwise filters, the next
 layers' input rows), summed over the members as Torch-Pruning's group
 importance is; it is pruned whole, zeroing every one of those slices; and
 its pool and `min_remaining` are those of the group's first producer (its
-*anchor*). A MultiHeadAttention's heads are the units of one group,
-anchored on its query kernel: a head's score sums its query, key and
+*anchor*). A MultiHeadAttention's heads (inside a composite layer such as
+KerasHub's TransformerEncoder too) are the units of one group, anchored
+on its query kernel: a head's score sums its query, key and
 value kernel slices and its output projection rows. Groups that are
 blocked (they reach the model's output, start at its input, or meet a
 layer that mixes channels) and groups with a producer that is not wrapped
