@@ -1,18 +1,14 @@
 """Pruning criteria: how the weights are scored (a higher score means keep).
 
-The rule is kept apart from the mechanics, as in jaxpruner (an algorithm
-overrides `calculate_scores`) and `torch.nn.utils.prune` (a method
-overrides `compute_mask`): a criterion is a small `Criterion` object with
-one scoring method, `score(weights, context)`, registered by name with
-`register_criterion`; `prune` then pools, counts, cuts into units and
-selects the same way for every criterion. `criterion=` takes a registered
-name (`"magnitude"`, `"random"`, `"snip"`, `"grasp"`, `"synflow"`), a
-`Criterion` (for those that need data: `kl.SNIP(data=(x, y))`), or a
-callable `fn(weight, name) -> scores` of the user's own. A plain function
-`fn(weight, rng) -> scores` registered by name still works.
-
-The data-driven criteria (SNIP, GraSP, SynFlow) live in
-`keras_lottery.pruning.criteria`.
+The rule is kept apart from the mechanics, as in jaxpruner
+(`calculate_scores`) and `torch.nn.utils.prune` (`compute_mask`): a
+`Criterion` has one scoring method, `score(weights, context)`, and is
+registered by name with `register_criterion`; `prune` pools, counts, cuts
+into units and selects the same way for every criterion. `criterion=` takes
+a registered name (`"magnitude"`, `"random"`, and the data-driven `"snip"`,
+`"grasp"`, `"synflow"` of `keras_lottery.pruning.criteria`), a `Criterion`
+(`kl.SNIP(data=(x, y))`), or a callable `fn(weight, name) -> scores`; a
+plain `fn(weight, rng)` registered by name still works.
 """
 
 from __future__ import annotations
@@ -93,6 +89,41 @@ class Criterion:
             f"{type(self).__name__} must implement score(weights, context)."
         )
 
+    def score_raw(
+        self, raw: Mapping[str, np.ndarray], context: ScoreContext, *,
+        float64: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """Scores from the variables' raw host arrays: what `prune` calls.
+
+        This default refuses a kept weight that is NaN or infinite
+        (`check_finite`), zeroes the pruned entries, calls `score` and
+        checks its answer. Override it only to compute `score`'s answer in
+        fewer passes over memory, as `Magnitude` does.
+
+        Args:
+            raw: Each prunable weight's host copy by key, read when looked
+                up (once each), as its variable holds it: a pruned entry may
+                hold anything, NaN included. Write into one only where
+                `raw[key].flags.owndata and .writeable` (torch on CPU hands
+                out the variable's own memory).
+            context: As for `score`; `context.masks` are the masks.
+            float64: Return float64 scores (a granularity sums them into
+                units); False leaves float32 scores float32.
+
+        Returns:
+            Scores by key, each of its weight's shape, finite where kept.
+        """
+        weights = {}
+        for key, weight in raw.items():
+            alive = _alive(context.masks[key])
+            check_finite(key, weight, alive)
+            if _own(weight):  # in place: no second copy of every weight
+                np.copyto(weight, 0, where=~alive)
+            else:
+                weight = np.where(alive, weight, 0).astype(weight.dtype)
+            weights[key] = weight
+        return _checked(self.score(weights, context), weights, self, float64)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -166,8 +197,6 @@ def register_criterion(name: str) -> Callable:
 class Magnitude(Criterion):
     """|w|: the lottery ticket criterion (Frankle & Carbin 2019).
 
-    Example:
-
     >>> import numpy as np
     >>> from keras_lottery.pruning.scores import Magnitude
     >>> Magnitude().score({"fc/kernel": np.array([-2.0, 1.0])}, None)
@@ -176,6 +205,24 @@ class Magnitude(Criterion):
 
     def score(self, weights, context):
         return {key: np.abs(w) for key, w in weights.items()}
+
+    def score_raw(self, raw, context, *, float64=True):
+        """`score`'s |w| in two or three passes (the default makes about
+        eight): |w| in place, `check_finite`, then 0 where pruned only for
+        `float64` (summed into units; a pruned single weight's score is
+        never read). A subclass overriding `score` gets the default."""
+        if type(self).score is not Magnitude.score:
+            return super().score_raw(raw, context, float64=float64)
+        out = {}
+        for key, weight in raw.items():
+            alive = _alive(context.masks[key])
+            score = np.abs(weight, out=weight if _own(weight) else None)
+            if not check_finite(key, score, alive, nonnegative=True):
+                score = np.where(alive, score, 0).astype(score.dtype)
+            elif float64:
+                np.multiply(score, alive, out=score)
+            out[key] = _as_scores(score, float64)
+        return out
 
 
 @register_criterion("random")
@@ -193,8 +240,6 @@ def _builtin() -> None:
 
 def get_criterion(criterion) -> Criterion:
     """The `Criterion` object `criterion=` names; a clear error otherwise.
-
-    Example:
 
     >>> from keras_lottery.pruning.scores import get_criterion
     >>> get_criterion("magnitude")
@@ -221,8 +266,6 @@ def get_criterion(criterion) -> Criterion:
 
 def check_criterion(criterion):
     """Returns `criterion` if `get_criterion` accepts it.
-
-    Example:
 
     >>> from keras_lottery.pruning.scores import check_criterion
     >>> check_criterion("magnitude")
@@ -269,38 +312,40 @@ def _checked(scores, weights, criterion, float64) -> dict[str, np.ndarray]:
     return out
 
 
-def _not_finite(key: str) -> ValueError:
-    return ValueError(
-        f"Weight '{key}' holds NaN or infinite values, so magnitudes "
-        "are meaningless; refusing to prune. Check the training run "
-        "that produced them (learning rate, loss scaling)."
-    )
+def _alive(mask: np.ndarray) -> np.ndarray:
+    return mask if mask.dtype == bool else mask != 0
 
 
-def _magnitudes(entries, masks, float64: bool) -> dict[str, np.ndarray]:
-    """`Magnitude`'s scores in two or three passes over each weight's one
-    host copy (`score_weights` with any other criterion makes about
-    eight): |w| where alive; 0 where pruned when the scores are summed
-    into units (`float64`), else left as |w|, since a pruned single
-    weight is never a candidate and its score is never read."""
-    out = {}
-    for key, wrapper, name in entries:
-        raw = np.asarray(host_array(wrapper.prunable_variable(name)))
-        mask = masks[key]
-        alive = mask if mask.dtype == bool else mask != 0
-        # In place where the host copy is ours (JAX, TF); a view of the
-        # variable's own memory (torch on CPU) is never written.
-        own = raw.flags.owndata and raw.flags.writeable
-        score = np.abs(raw, out=raw if own else None)
-        # max() is NaN or inf when any entry is: one pass, no temporary.
-        if score.size and not np.isfinite(score.max()):
-            if not np.isfinite(score[alive]).all():
-                raise _not_finite(key)
-            score = np.where(alive, score, 0).astype(score.dtype)
-        elif float64:
-            np.multiply(score, alive, out=score)
-        out[key] = _as_scores(score, float64)
-    return out
+def _own(array: np.ndarray) -> bool:
+    """A host copy of our own (JAX, TF), not a variable's memory (torch)."""
+    return array.flags.owndata and array.flags.writeable
+
+
+def check_finite(key: str, values: np.ndarray, alive: np.ndarray, *,
+                 nonnegative: bool = False) -> bool:
+    """Whether every entry of `values` (a weight, or |w|: `nonnegative`) is
+    finite, in one or two reductions (max; min) and no temporary; only if
+    not are the kept entries (`alive`) looked at: a ValueError naming `key`
+    if one is not finite. A pruned entry may hold anything a user assigned:
+    False then, and the caller zeroes the pruned entries.
+
+    >>> import numpy as np
+    >>> from keras_lottery.pruning.scores import check_finite
+    >>> check_finite("fc/kernel", np.array([1.0, np.nan]), np.array([1, 0]) > 0)
+    False
+    """
+    if not values.size:
+        return True
+    low = 0.0 if nonnegative else values.min()
+    if np.isfinite(low) and np.isfinite(values.max()):
+        return True
+    if not np.isfinite(values[alive]).all():
+        raise ValueError(
+            f"Weight '{key}' holds NaN or infinite values, so magnitudes "
+            "are meaningless; refusing to prune. Check the training run "
+            "that produced them (learning rate, loss scaling)."
+        )
+    return False
 
 
 def score_weights(
@@ -308,6 +353,9 @@ def score_weights(
     model: keras.Model | None = None, *, float64: bool = True,
 ) -> dict[str, np.ndarray]:
     """Scores every prunable weight; a higher score means keep.
+
+    One host copy of each weight, scored by `criterion.score_raw` (by
+    default: `check_finite`, pruned entries zeroed, `score`).
 
     Args:
         entries: `(key, wrapper, weight name)` of every prunable weight.
@@ -325,22 +373,25 @@ def score_weights(
             keys or shapes, or not finite.
     """
     criterion = get_criterion(criterion)
-    if type(criterion) is Magnitude:
-        return _magnitudes(entries, masks, float64)
-    weights, variables = {}, {}
-    for key, wrapper, name in entries:
-        variable = wrapper.prunable_variable(name)
-        raw = np.asarray(host_array(variable))
-        mask = masks[key]
-        alive = mask if mask.dtype == bool else mask != 0
-        # One pass in the usual case; the compress only when something is
-        # not finite (a pruned entry may hold anything a user assigned).
-        if not np.isfinite(raw).all() and not np.isfinite(raw[alive]).all():
-            raise _not_finite(key)
-        weights[key] = np.where(alive, raw, 0).astype(raw.dtype, copy=False)
-        variables[key] = variable
+    variables = {key: w.prunable_variable(name) for key, w, name in entries}
     context = ScoreContext(model, variables, masks, np.random.default_rng(seed))
-    return _checked(criterion.score(weights, context), weights, criterion, float64)
+    return criterion.score_raw(_HostArrays(variables), context, float64=float64)
+
+
+class _HostArrays(Mapping):
+    """Each variable's host copy, read when looked up (one at a time)."""
+
+    def __init__(self, variables: Mapping[str, keras.Variable]):
+        self.variables = variables
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return np.asarray(host_array(self.variables[key]))
+
+    def __iter__(self):
+        return iter(self.variables)
+
+    def __len__(self) -> int:
+        return len(self.variables)
 
 
 # ----------------------------------------------- rounds and prune_highest

@@ -423,3 +423,92 @@ def test_a_registered_criterion_is_one_function():
         kl.LotterySchedule(0.2, criterion="inverse")  # accepted everywhere
     finally:
         del CRITERIA["inverse"]
+
+
+def test_magnitude_subclasses_score_through_the_one_hook(monkeypatch):
+    """`prune` calls `Criterion.score_raw` for every criterion: a subclass
+    of Magnitude keeps Magnitude's fast passes (which never call `score`),
+    one that overrides `score` is scored by it, as any other criterion."""
+    from keras_lottery.pruning.prune import planned_masks
+    from keras_lottery.pruning.scores import Magnitude
+
+    class Plain(Magnitude):
+        pass
+
+    class Squared(Magnitude):  # the same ranking as |w|, through `score`
+        def score(self, weights, context):
+            calls.append(sorted(weights))
+            return {k: np.square(w) for k, w in weights.items()}
+
+    calls = []
+    model = lenet()
+    kl.prune(model, 0.5)  # pruned entries in every weight
+    expected = planned_masks(model, 0.3)
+
+    def no_score(self, weights, context):
+        raise AssertionError("Magnitude's fast passes never call score")
+
+    monkeypatch.setattr(Magnitude, "score", no_score)
+    for criterion in ("magnitude", Plain(), Plain, Squared()):
+        got = planned_masks(model, 0.3, criterion=criterion)
+        for key, mask in expected.items():
+            np.testing.assert_array_equal(got[key], mask, err_msg=str(criterion))
+    assert calls == [sorted(expected)]
+
+
+def test_every_criterion_refuses_a_kept_nan_and_ignores_a_pruned_one():
+    """The default hook and Magnitude's share one finiteness check (one
+    message); the default hands `score` the weights with pruned entries
+    zeroed, and neither writes into the variables (torch on CPU hands out
+    their memory)."""
+    from keras_lottery.core.model import iter_weight_keys, require_wrappers
+    from keras_lottery.core.state import host_array
+    from keras_lottery.pruning.pools import host_masks
+    from keras_lottery.pruning.scores import (
+        Criterion,
+        ScoreContext,
+        get_criterion,
+        score_weights,
+    )
+
+    seen = {}
+
+    class Spy(Criterion):
+        def score(self, weights, context):
+            seen.update({k: w.copy() for k, w in weights.items()})
+            return {k: np.abs(w) for k, w in weights.items()}
+
+    model = kl.wrap(mlp((4, 6, 2)))
+    kl.prune(model, 0.5)
+    entries = list(iter_weight_keys(require_wrappers(model)))
+    masks = host_masks(entries)
+    before = {k: np.array(host_array(w.prunable_variable(n)))
+              for k, w, n in entries}
+    criteria = ("magnitude", "random", Spy())
+    for criterion in criteria:
+        for float64 in (True, False):
+            scores = score_weights(entries, masks, criterion, 0, model,
+                                   float64=float64)
+            for key, wrapper, name in entries:
+                np.testing.assert_array_equal(
+                    host_array(wrapper.prunable_variable(name)), before[key])
+                assert scores[key].dtype == np.float64 or not float64
+    # The hook itself, on host arrays a user's assign may leave: NaN where
+    # pruned is no obstacle, NaN or inf where kept is refused.
+    key = entries[0][0]
+    raw = before[key].copy()
+    pruned, kept = np.flatnonzero(~masks[key])[0], np.flatnonzero(masks[key])[0]
+    raw.flat[pruned] = np.nan
+    context = ScoreContext(model, {}, {key: masks[key]}, np.random.default_rng(0))
+    for criterion in criteria:
+        for float64 in (True, False):
+            scores = get_criterion(criterion).score_raw(
+                {key: raw.copy()}, context, float64=float64)
+            assert np.isfinite(scores[key][masks[key]]).all()
+    assert seen[key].flat[pruned] == 0 and not seen[key][~masks[key]].any()
+    np.testing.assert_array_equal(seen[key][masks[key]], raw[masks[key]])
+    raw.flat[kept] = np.inf
+    for criterion in criteria:
+        with pytest.raises(ValueError, match=(
+                rf"Weight '{key}' holds NaN or infinite values.*refusing")):
+            get_criterion(criterion).score_raw({key: raw.copy()}, context)
