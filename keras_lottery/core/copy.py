@@ -17,7 +17,9 @@ def _clone_layer_with_weights(layer, weights=None):
     clone = layer.__class__.from_config(layer.get_config())
     if layer.built:
         build_config = layer.get_build_config()
-        if build_config is not None:
+        # Some layers build themselves from their config (KerasHub's
+        # TransformerDecoder with `decoder_sequence_shape`): build once.
+        if build_config is not None and not clone.built:
             clone.build_from_config(build_config)
         if clone.built:
             clone.set_weights(layer.get_weights() if weights is None else weights)

@@ -107,6 +107,19 @@ def test_shrink_refuses_zero_heads_of_a_plain_decoder():
     assert info.value.layers == ["transformer_layer_0"]
 
 
+def test_shrink_copies_a_decoder_that_builds_itself():
+    """TransformerDecoder builds itself from its config (it holds its
+    sequence shape): an unpruned GPT2 backbone is copied, built once."""
+    model = keras_hub.models.GPT2Backbone(num_layers=1, **SIZES)
+    inputs = {"token_ids": np.array([[1, 2, 3, 4, 5, 6, 7, 8]], "int32"),
+              "padding_mask": np.ones((1, 8), "int32")}
+    small, report = shrink(model, return_report=True)
+    assert report.units == {}
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(small(inputs)),
+        keras.ops.convert_to_numpy(model(inputs)), atol=1e-6)
+
+
 class Block(keras.layers.Layer):
     """A composite layer holding a gated attention."""
 
