@@ -55,11 +55,6 @@ import sys
 import time
 from pathlib import Path
 
-try:
-    import fcntl  # POSIX: one lock for the processes of several seeds
-except ImportError:  # Windows: run the seeds one after the other
-    fcntl = None
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _reproduction as rep
 from _common import describe_file, load_flat_mnist, mnist_path
@@ -280,17 +275,20 @@ def check_budget(args, backend):
 def save(args, backend, runs, dense, started):
     """Merges the runs so far into the backend's JSON (a long run can be
     read while it goes on; runs of other methods or seeds are kept). A
-    lock keeps two processes (one per seed) from losing each other's rows."""
+    blocking `FolderLock` keeps two processes (one per seed) from losing
+    each other's rows: the second waits for the first (Windows has no lock:
+    run the seeds one after the other there)."""
+    from keras_lottery._internal.lock import FolderLock
+
     path = rep.RESULTS / f"pruning_at_init_{backend}.json"
     data = (f"MNIST, {describe_file(mnist_path())}, first {args.train} "
             "training images, 10,000 test images")
     this = {**args.environment, "methods": args.methods, "seeds": args.seeds,
             "wall_seconds": round(time.perf_counter() - started, 1)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    (rep.RESULTS / "tmp").mkdir(parents=True, exist_ok=True)
-    with open(rep.RESULTS / "tmp" / f"{path.stem}.lock", "w") as lock:
-        if fcntl is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    folder = rep.RESULTS / "tmp" / path.stem  # one lock per JSON file
+    folder.mkdir(parents=True, exist_ok=True)
+    with FolderLock(folder, what="pruning_at_init", blocking=True):
         old = json.loads(path.read_text()) if path.exists() else None
         if old is None:
             result = {**this, "data": data, "epochs": args.epochs,

@@ -5,7 +5,10 @@ and writes the holder's pid and host into it. The operating system releases
 the lock when the holder closes it or dies (even by SIGKILL), so a killed
 process never leaves a folder locked; the file itself stays, harmless. A
 second process (or a second lock in the same process) gets `FolderLockedError`,
-naming the holder's pid and host. Where `fcntl` is missing (Windows), the
+naming the holder's pid and host; with `blocking=True` it waits instead
+until the holder lets go (for short critical sections, such as merging one
+JSON file from several processes; in one thread, a second blocking lock on
+a folder it holds waits forever). Where `fcntl` is missing (Windows), the
 lock is a no-op.
 
 Example:
@@ -58,11 +61,25 @@ class FolderLock:
     Args:
         folder: The folder; it must exist.
         what: Who locks, for messages, e.g. `"lottery_search"`.
+        blocking: False (the default): `acquire` refuses a held lock
+            (`FolderLockedError`); True: it waits until the holder
+            releases it (or dies).
+
+    Example: several processes merging one file, one at a time.
+
+    >>> from keras_lottery._internal.lock import FolderLock
+    >>> with FolderLock(".", what="merge", blocking=True):
+    ...     pass  # read, merge and write the shared file here
     """
 
-    def __init__(self, folder: str | os.PathLike, what: str):
+    def __init__(self, folder: str | os.PathLike, what: str, *,
+                 blocking: bool = False):
+        if not isinstance(blocking, bool):
+            raise TypeError(
+                f"`blocking` is True or False. Received: blocking={blocking!r}")
         self.path = Path(folder) / LOCK_NAME
         self.what = what
+        self.blocking = blocking
         self._fd: int | None = None
 
     def _holder(self) -> dict:
@@ -71,13 +88,16 @@ class FolderLock:
         return {"pid": "unknown", "host": "unknown"}
 
     def acquire(self) -> FolderLock:
-        """Takes the lock; `FolderLockedError` if another holder has it."""
+        """Takes the lock: waits for it (`blocking`), or raises
+        `FolderLockedError` if another holder has it."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         if fcntl is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
             except OSError:
                 os.close(fd)
+                if self.blocking:  # not "held": waiting itself failed
+                    raise
                 holder = self._holder()
                 raise FolderLockedError(
                     f"{self.path.parent} is being written by another "

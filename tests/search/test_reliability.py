@@ -286,6 +286,43 @@ def test_the_lock_names_its_holder_and_is_released(tmp_path):
     FolderLock(tmp_path, what="lottery_search").acquire().release()
 
 
+
+
+_WAITER = textwrap.dedent(
+    """
+    import json, sys, time
+    from keras_lottery._internal.lock import FolderLock
+    print("waiting", flush=True)
+    with FolderLock(sys.argv[1], what="merge", blocking=True) as lock:
+        print("got", time.time(), flush=True)
+        print(json.loads(lock.path.read_text())["pid"], flush=True)
+    """
+)
+
+
+@ONCE
+def test_a_blocking_lock_waits_for_the_holder_then_gets_it(tmp_path):
+    holder = FolderLock(tmp_path, what="merge").acquire()
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", _WAITER, str(tmp_path)], stdout=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert waiter.stdout.readline() == "waiting\n"
+        time.sleep(1.0)
+        assert waiter.poll() is None  # still waiting for the holder
+        with pytest.raises(FolderLockedError):  # the default still refuses
+            FolderLock(tmp_path, what="merge").acquire()
+        released = time.time()
+        holder.release()
+        out, _ = waiter.communicate(timeout=60)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+    got, pid = out.split("\n")[:2]
+    assert waiter.returncode == 0 and float(got.split()[1]) >= released - 0.01
+    assert int(pid) == waiter.pid  # it wrote itself in as the holder
+    with pytest.raises(TypeError, match="blocking=1"):
+        FolderLock(tmp_path, what="merge", blocking=1)
 def test_directory_problems_are_found_before_training(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("x")
