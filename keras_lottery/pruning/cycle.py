@@ -15,19 +15,33 @@ from keras_lottery.pruning.prune import prune
 from keras_lottery.pruning.report import PruneReport
 
 
-def check_rewind_to(rewind_to) -> str | int | None:
+def check_rewind_to(rewind_to, *, checkpoint: bool = False) -> str | int | None:
     """Validates a rewind target: `"init"`, None, or a step k >= 0.
+
+    Args:
+        rewind_to: The target.
+        checkpoint: Accept `"checkpoint"` (the model's late-rewinding
+            point) instead of None: for `instability`, whose copies always
+            start from a rewind point.
 
     Example:
 
     >>> from keras_lottery.pruning.cycle import check_rewind_to
     >>> check_rewind_to("init"), check_rewind_to(100)
     ('init', 100)
+    >>> check_rewind_to("checkpoint", checkpoint=True)
+    'checkpoint'
     """
-    if rewind_to is None or rewind_to == "init":
+    named = ("init", "checkpoint") if checkpoint else ("init",)
+    if (rewind_to is None and not checkpoint) or (
+        isinstance(rewind_to, str) and rewind_to in named
+    ):
         return rewind_to
     if isinstance(rewind_to, bool) or not isinstance(rewind_to, int) or rewind_to < 0:
         raise ValueError(
+            "`rewind_to` must be 'init' (theta_0), 'checkpoint' (the model's "
+            "late-rewinding point) or a training step k >= 0. Received: "
+            f"rewind_to={rewind_to!r}" if checkpoint else
             "`rewind_to` must be 'init' (theta_0), a training step k >= 0 "
             "(late rewinding), or None (no rewinding: train, prune, "
             f"fine-tune). Received: rewind_to={rewind_to!r}"

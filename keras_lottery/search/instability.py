@@ -20,6 +20,7 @@ from keras_lottery.core.copy import copy_model
 from keras_lottery.core.model import require_wrappers, walk
 from keras_lottery.core.rewind import get_rewind_point
 from keras_lottery.core.summary import summary
+from keras_lottery.pruning.cycle import check_rewind_to
 from keras_lottery.pruning.masks import get_masks
 from keras_lottery.search.fit import call_fit, callbacks_call, signature
 from keras_lottery.search.interpolation import (
@@ -62,18 +63,6 @@ def _check(model, fit_fn, eval_fn, seeds, points, metric) -> list[int]:
     if not isinstance(metric, str):
         raise TypeError(f"`metric` must be a metric name. Received: metric={metric!r}")
     return [int(s) for s in seeds]
-
-
-def _check_step(step):
-    if step in ("init", "checkpoint"):
-        return step
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(
-            "`rewind_to` must be 'init' (theta_0), 'checkpoint' (the model's "
-            "late-rewinding point) or a training step k >= 0. Received: "
-            f"rewind_to={step!r}"
-        )
-    return step
 
 
 # ------------------------------------------------------ starting points
@@ -272,7 +261,7 @@ def instability(
     True
     """
     seeds = _check(model, fit_fn, eval_fn, seeds, points, metric)
-    rewind_to = _check_step(rewind_to)
+    rewind_to = check_rewind_to(rewind_to, checkpoint=True)
     _check_bn(model, bn_data)
     start = _starts(model, fit_fn, [rewind_to], seeds[0])[rewind_to]
     return _run(model, fit_fn, start, rewind_to, seeds, points, eval_fn,
@@ -345,7 +334,7 @@ def instability_sweep(
         raise ValueError(
             f"`threshold` is a barrier in (0, 1). Received: threshold={threshold!r}"
         )
-    steps = [_check_step(s) for s in steps]
+    steps = [check_rewind_to(s, checkpoint=True) for s in steps]
     seeds = _check(model, fit_fn, eval_fn, options.get("seeds", (0, 1)),
                    options.get("points", 30), options.get("metric", "accuracy"))
     _check_bn(model, options.get("bn_data"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import keras
 import numpy as np
@@ -163,3 +164,25 @@ def test_bad_arguments_are_clear_errors():
         kl.instability(model, fit, eval_fn=evaluate, metric="auc", points=2)
     with pytest.raises(TypeError, match="unexpected"):
         kl.instability_sweep(model, fit, eval_fn=evaluate, rewind_to=0)
+
+
+def test_rewind_targets_are_checked_by_one_function_with_each_message():
+    """instability rewinds somewhere ('checkpoint' yes, None no); a prune
+    step may not rewind at all (None yes, 'checkpoint' no)."""
+    model = mlp()
+    mine = (r"^`rewind_to` must be 'init' \(theta_0\), 'checkpoint' \(the "
+            r"model's late-rewinding point\) or a training step k >= 0\. "
+            r"Received: rewind_to=")
+    for bad in (None, -1, True, "late", 1.5):
+        with pytest.raises(ValueError, match=mine + re.escape(repr(bad)) + "$"):
+            kl.instability(model, fit, eval_fn=evaluate, rewind_to=bad)
+        with pytest.raises(ValueError, match=mine):
+            kl.instability_sweep(model, fit, eval_fn=evaluate, steps=(0, bad))
+    cycle = (r"^`rewind_to` must be 'init' \(theta_0\), a training step k >= "
+             r"0 \(late rewinding\), or None \(no rewinding: train, prune, "
+             r"fine-tune\)\. Received: rewind_to='checkpoint'$")
+    with pytest.raises(ValueError, match=cycle):
+        kl.LotterySchedule(0.2, rewind_to="checkpoint")
+    with pytest.raises(ValueError, match=cycle):
+        kl.lottery_search(model, fit, rounds=1, rewind_to="checkpoint")
+    assert kl.LotterySchedule(0.2, rewind_to=None).rewind_to is None
