@@ -33,6 +33,12 @@ def _stats(values: list[float]) -> dict:
     }
 
 
+def _mean_step(steps: list[int | None]) -> int | None:
+    """The mean early-stop step, rounded; None where no search had one."""
+    steps = [s for s in steps if s is not None]
+    return round(float(np.mean(steps))) if steps else None
+
+
 def _as_result(source, index: int) -> SearchResult:
     if isinstance(source, SearchResult):
         return source
@@ -104,19 +110,21 @@ class MergedResult(SearchResult):
                 )
                 for c in dict.fromkeys(c for r in records for c in r.controls)
             }
-            early = [r.early_stop for r in records if r.early_stop is not None]
             rounds.append(
                 RoundRecord(
                     round=min(r.round for r in records),
                     remaining=remaining,
                     layers=records[0].layers,
                     metrics={m: s["mean"] for m, s in stats.items()},
-                    early_stop=(
-                        round(float(np.mean(early))) if early else None
-                    ),
+                    early_stop=_mean_step([r.early_stop for r in records]),
                     controls={
                         c: {m: s["mean"] for m, s in ms.items()}
                         for c, ms in controls.items()
+                    },
+                    controls_early_stop={
+                        c: _mean_step([r.controls_early_stop.get(c)
+                                       for r in records])
+                        for c in controls
                     },
                     seconds=float(np.mean([r.seconds for r in records])),
                 )
@@ -206,29 +214,16 @@ class MergedResult(SearchResult):
             out.append(float(matrix[np.triu_indices(len(masks), 1)].mean()))
         return out
 
-    def rows(self) -> list[dict]:
-        """Per level: the mean, `std`, `min` and `max` of every metric."""
-        rows = []
-        for record, stats in zip(self.rounds, self.stats):
-            row = {
-                "round": record.round,
-                "remaining_percent": 100 * record.remaining,
-                "n": max((s["n"] for s in stats.values()), default=0),
-            }
-            for metric in self.metric_names:
-                s = stats.get(metric)
-                for part in ("mean", "std", "min", "max"):
-                    key = metric if part == "mean" else f"{metric}_{part}"
-                    row[key] = None if s is None else s[part]
-            row["early_stop"] = record.early_stop
-            for control in self.control_names:
-                for metric, value in record.controls.get(control, {}).items():
-                    if "acc" in metric or metric == self.default_metric():
-                        row[f"{control}/{metric}"] = value
-            row["seconds"] = record.seconds
-            rows.append(row)
-        keys = list(dict.fromkeys(k for row in rows for k in row))
-        return [{k: row.get(k) for k in keys} for row in rows]
+    def _cells(self, index: int, record: RoundRecord) -> dict:
+        """`n`, and the mean, `std`, `min` and `max` of every metric."""
+        stats = self.stats[index]
+        cells = {"n": max((s["n"] for s in stats.values()), default=0)}
+        for metric in self.metric_names:
+            s = stats.get(metric)
+            for part in ("mean", "std", "min", "max"):
+                key = metric if part == "mean" else f"{metric}_{part}"
+                cells[key] = None if s is None else s[part]
+        return cells
 
     def table(self) -> str:
         """Per level: `n`, and each metric as `mean ± std`."""

@@ -242,34 +242,29 @@ class SearchResult:
                                 model=model)
 
     # --------------------------------------------------------------- text
-    def _columns(self):
+    def _cells(self, index: int, record: RoundRecord) -> dict:
+        """A row's metric columns (`MergedResult`: `n`, mean and spread)."""
+        return {m: record.metrics.get(m) for m in self.metric_names}
+
+    def rows(self) -> list[dict]:
+        """The table as a list of flat dicts (the CSV rows): per round, its
+        round, % left, metrics, early stop, controls and seconds."""
         metrics = self.metric_names
         # Controls show the accuracy-like metrics only (or the default one),
         # to keep the table readable; to_json keeps all of them.
-        shown = [m for m in metrics if "acc" in m] or [self.default_metric()]
-        controls = [
-            (c, m) for c in self.control_names for m in shown
-            if any(m in r.controls.get(c, {}) for r in self.rounds)
-        ]
-        return metrics, controls
-
-    def rows(self) -> list[dict]:
-        """The table as a list of flat dicts (the CSV rows)."""
-        metrics, controls = self._columns()
+        shown = [m for m in metrics if "acc" in m] or (
+            [self.default_metric()] if metrics else [])
+        controls = [(c, m) for c in self.control_names for m in shown
+                    if any(m in r.controls.get(c, {}) for r in self.rounds)]
         out = []
-        for r in self.rounds:
-            row = {
-                "round": r.round,
-                "remaining_percent": 100 * r.remaining,
-                **{m: r.metrics.get(m) for m in metrics},
-                "early_stop": r.early_stop,
-            }
+        for i, r in enumerate(self.rounds):
+            row = {"round": r.round, "remaining_percent": 100 * r.remaining,
+                   **self._cells(i, r), "early_stop": r.early_stop}
             for c, m in controls:
                 row[f"{c}/{m}"] = r.controls.get(c, {}).get(m)
             for c in self.control_names:
                 row[f"{c}/early_stop"] = r.controls_early_stop.get(c)
-            row["seconds"] = r.seconds
-            out.append(row)
+            out.append({**row, "seconds": r.seconds})
         return out
 
     def _text_table(self, rows: list[dict]) -> str:
