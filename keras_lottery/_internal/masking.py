@@ -66,18 +66,44 @@ class MaskConstraint(keras.constraints.Constraint):
         return {}
 
 
+def _multiply(value, mask):
+    return value * mask.astype(value.dtype)
+
+
+_JAX_MULTIPLY = []  # the jitted `_multiply`, made at first use
+
+
 def apply_mask(value, mask):
     """`value` with zeros where the boolean `mask` (an array) is False.
 
     A multiplication, not `where`: with a random mask, PyTorch's CPU
     `where` branches on every element and ran about 5x slower than a
-    multiply over LeNet's first kernel (measured here); XLA fuses the cast.
+    multiply over LeNet's first kernel (measured here). Under JAX the cast
+    and the multiply are one compiled function, so that an eager call
+    (`prune`, `rewind`, `set_weights`) makes one pass instead of two
+    (a 2048x2048 kernel: 11.4 -> 4.7 ms on this project's CPU); inside a
+    traced step it is inlined as before.
     """
     if isinstance(value, keras.Variable):
         value = value.value
-    if keras.backend.backend() == "torch":
+    backend = keras.backend.backend()
+    if backend == "torch":
         return value * mask  # bool promotes to the float type, in one pass
+    if backend == "jax":
+        if not _JAX_MULTIPLY:
+            import jax
+
+            _JAX_MULTIPLY.append(jax.jit(_multiply))
+        return _JAX_MULTIPLY[0](value, mask)
     return value * ops.cast(mask, value.dtype)
+
+
+def masks_on_assign(variable) -> bool:
+    """Whether assigning to `variable` now multiplies by a known mask, and
+    so hands the variable a new buffer whatever value it is given."""
+    if not is_attached(variable):
+        return False
+    return mask_value(variable._lottery_constraint.mask) is not None
 
 
 def _donated(value) -> bool:

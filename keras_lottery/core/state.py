@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import weakref
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -89,17 +90,22 @@ def host_copy(variable) -> np.ndarray:
     )
 
 
-def fresh_copy(initial):
-    """A copy of a rewind value in a buffer of its own, where it lives.
+def fresh_copy(initial, *, masked: bool = False):
+    """A rewind value, ready to assign, in a buffer no other variable holds.
 
-    A device rewind point is copied on the device (no round trip through
-    the host; a value sharded across JAX processes keeps its sharding); a
-    host one (`rewind_point="host"`) is copied on the host. A fresh buffer,
-    because JAX's buffer donation in `fit` rejects two variables sharing
-    one.
+    Only JAX needs a copy: its variables hold the array they are assigned
+    (TensorFlow and PyTorch copy into their own buffer), and JAX's buffer
+    donation in `fit` rejects two variables sharing one. A device rewind
+    point is copied on the device (no round trip through the host; a value
+    sharded across JAX processes keeps its sharding), a host one
+    (`rewind_point="host"`) on the host. `masked=True` (the target's
+    assign multiplies by its mask, making a new buffer anyway, see
+    `_internal.masking.masks_on_assign`) skips the device copy.
     """
     if isinstance(initial, HostValue):
         return host_copy(initial)
+    if masked or keras.backend.backend() != "jax":
+        return initial.value
     return ops.copy(initial.value)
 
 

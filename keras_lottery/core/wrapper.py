@@ -381,7 +381,9 @@ class PrunableWrapper(keras.layers.Wrapper):
         """
         self._require_built()
         for name, variable in self._weights.items():
-            variable.assign(fresh_copy(self._initials[name]))
+            variable.assign(fresh_copy(
+                self._initials[name], masked=_masking.masks_on_assign(variable)
+            ))
         for variable, initial in zip(self._other_weights, self._other_initials):
             variable.assign(fresh_copy(initial))
 
