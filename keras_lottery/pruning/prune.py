@@ -29,8 +29,14 @@ from collections.abc import Callable, Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_lottery._internal.placement import select_on_device
 from keras_lottery.core.model import iter_weight_keys, require_wrappers
-from keras_lottery.pruning.granularity import Granularity, get_granularity
+from keras_lottery.pruning.granularity import (
+    Granularity,
+    WeightGranularity,
+    get_granularity,
+)
+from keras_lottery.pruning.on_device import prune_pool_on_device
 from keras_lottery.pruning.options import (
     check_min_remaining,
     check_prune_highest,
@@ -47,6 +53,7 @@ from keras_lottery.pruning.pools import (
 from keras_lottery.pruning.report import Group, PrunedWeight, PruneReport
 from keras_lottery.pruning.scores import (
     Criterion,
+    Magnitude,
     Steered,
     criterion_name,
     get_criterion,
@@ -62,21 +69,26 @@ COLLAPSE_RATIO = 10.0
 
 
 def collapse_warning(
-    before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray]
+    before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray],
+    counts: tuple[Mapping[str, int], Mapping[str, int]] | None = None,
 ) -> str | None:
     """The collapse warning for one prune step, or None (see the module).
 
-    One pass over the masks, NumPy only. Only tensors this step pruned
-    (fewer weights after than before) are named, so a tensor emptied by an
-    earlier step is not reported again by every later one.
+    One pass over the masks, NumPy only (none where `prune` hands over
+    the counts of nonzeros before and after, which it has already made).
+    Only tensors this step pruned (fewer weights after than before) are
+    named, so a tensor emptied by an earlier step is not reported again
+    by every later one.
     """
-    counts = {key: int(np.count_nonzero(mask)) for key, mask in after.items()}
+    if counts is None:
+        counts = _nonzeros(before), _nonzeros(after)
+    was, counts = counts
     total = sum(mask.size for mask in after.values())
     kept = sum(counts.values())
     named = []
     for key, mask in after.items():
         n, size = counts[key], mask.size
-        if size == 0 or n >= int(np.count_nonzero(before[key])):
+        if size == 0 or n >= was[key]:
             continue
         if n == 0:
             named.append(
@@ -104,9 +116,11 @@ def collapse_warning(
     )
 
 
-def _row(key, pool, rate, sparsity, before_mask, after_mask, threshold):
-    before = int(np.count_nonzero(before_mask))
-    after = int(np.count_nonzero(after_mask))
+def _nonzeros(masks: Mapping[str, np.ndarray]) -> dict[str, int]:
+    return {key: int(np.count_nonzero(mask)) for key, mask in masks.items()}
+
+
+def _row(key, pool, rate, sparsity, size, before, after, threshold):
     return PrunedWeight(
         name=key,
         pool=pool.split(":")[0],
@@ -114,7 +128,7 @@ def _row(key, pool, rate, sparsity, before_mask, after_mask, threshold):
         rate=rate if sparsity is None else (
             (before - after) / before if before else 0.0
         ),
-        total=int(before_mask.size),
+        total=int(size),
         before=before,
         after=after,
         threshold=threshold,
@@ -140,6 +154,11 @@ def _plan(model, rate, sparsity, *, scope="layer", output_rate=None,
         pools.setdefault(assignment[key][0], []).append(key)
     criterion = get_criterion(criterion)
     invert = check_prune_highest(prune_highest)
+    if _on_device(entries, criterion, units, invert):
+        picked = _plan_on_device(entries, masks, pools, assignment,
+                                 min_remaining, sparsity)
+        if picked is not None:
+            return (entries, masks, *picked)
     new_masks: dict[str, np.ndarray] = masks
     # float32 scores rank single weights as float64 ones do; sums of
     # scores (blocks, channels) and later rounds' arithmetic need float64.
@@ -162,6 +181,34 @@ def _plan(model, rate, sparsity, *, scope="layer", output_rate=None,
             thresholds.update(dict.fromkeys(keys, threshold))
         new_masks = bound.complete(new_masks)
     return entries, masks, new_masks, assignment, thresholds
+
+
+def _on_device(entries, criterion, units, invert) -> bool:
+    """Whether this step selects on the device (`pruning.on_device`):
+    single weights by magnitude, where `KERAS_LOTTERY_SELECTION` or the
+    weights' placement says so."""
+    return (
+        type(criterion) is Magnitude and type(units) is WeightGranularity
+        and not invert
+        and select_on_device([w.prunable_variable(n) for _, w, n in entries])
+    )
+
+
+def _plan_on_device(entries, masks, pools, assignment, min_remaining, sparsity):
+    """`_plan`'s masks, assignment and thresholds from the device path, or
+    None where a pool needs the host path (which then does every pool)."""
+    variables = {key: (w.prunable_variable(n), w.mask_variable(n))
+                 for key, w, n in entries}
+    new_masks, thresholds = {}, {}
+    for keys in pools.values():
+        picked = prune_pool_on_device(
+            keys, variables, masks, min_remaining,
+            assignment[keys[0]][1], sparsity)
+        if picked is None:
+            return None
+        new_masks.update(picked[0])
+        thresholds.update(dict.fromkeys(keys, picked[1]))
+    return new_masks, assignment, thresholds
 
 
 def planned_masks(
@@ -338,14 +385,15 @@ def prune(
         granularity=granularity, block_shape=block_shape, norm=norm,
         min_remaining=min_remaining, seed=seed, prune_highest=prune_highest,
     )
+    counts = _nonzeros(masks), _nonzeros(new_masks)
     rows = []
     for key, wrapper, name in entries:
         # Masks built here are 0/1 of the right shape by construction.
         wrapper.mask_variable(name).assign(new_masks[key])
         pool, pool_rate = assignment[key]
-        rows.append(_row(key, pool, pool_rate, sparsity, masks[key],
-                         new_masks[key], thresholds[key]))
-    message = collapse_warning(masks, new_masks)
+        rows.append(_row(key, pool, pool_rate, sparsity, masks[key].size,
+                         counts[0][key], counts[1][key], thresholds[key]))
+    message = collapse_warning(masks, new_masks, counts)
     if message is not None:
         warnings.warn(message, UserWarning, stacklevel=2)
     return PruneReport(tuple(rows), scope=scope, criterion=criterion_name(criterion))
