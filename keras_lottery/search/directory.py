@@ -211,7 +211,7 @@ class SearchDirectory:
         sync.on_writer("lock", lambda: stack.enter_context(self.lock(what))
                        and None)
         opened = sync.on_writer("start", lambda: {
-            "resume": self.start(args), "id": self.search_id()})
+            "resume": self.start(args, what), "id": self.search_id()})
         if not sync.writer and (
             not self.exists() or self.search_id() != opened["id"]
         ):
@@ -224,7 +224,7 @@ class SearchDirectory:
             )
         return opened["resume"]
 
-    def start(self, args: dict) -> bool:
+    def start(self, args: dict, what: str = "lottery_search") -> bool:
         """Saves `args` for a new search, or checks them against the saved
         ones. True when a search with these arguments is here (resume).
 
@@ -232,6 +232,10 @@ class SearchDirectory:
             ValueError: The saved search has other arguments or another
                 architecture (the message says what differs), or there are
                 round files without arguments. Nothing is written then.
+            OSError: `search.json` could not be written (a full disk, a
+                permission): the message names it, with the fix; no part
+                of it is left behind (`lottery_search` raises it as a
+                `SearchError`, as it does for the files of a round).
         """
         canonical = json.loads(json.dumps(args))
         if self.exists():
@@ -244,7 +248,16 @@ class SearchDirectory:
             )
         self.path.mkdir(parents=True, exist_ok=True)
         saved = {ID_KEY: uuid.uuid4().hex, **canonical}
-        atomic_write_text(self.path / ARGS_FILE, json.dumps(saved, indent=2))
+        try:
+            atomic_write_text(self.path / ARGS_FILE, json.dumps(saved, indent=2))
+        except OSError as error:
+            failed = OSError(
+                f"{what} could not save the search's arguments ({ARGS_FILE}) "
+                f"in {self.path}: {type(error).__name__}: {error}. The search "
+                "did not start; free disk space (or fix the permissions) and "
+                "rerun.")
+            failed.errno = error.errno
+            raise failed from error
         return False
 
     def _check_same(self, saved: dict, now: dict) -> None:

@@ -8,6 +8,7 @@ of file handling do not depend on the backend and run once, on JAX.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -365,6 +366,53 @@ def test_a_write_error_in_a_round_is_a_search_error_with_the_finished_rounds(
     assert len(search(tmp_path / "s")) == 4
 
 
+
+
+@ONCE
+def test_a_full_disk_while_writing_search_json_is_a_clear_search_error(
+        tmp_path, monkeypatch):
+    """search.json itself: a SearchError naming the file and the fix, as for
+    a round's files, before any training; no part of it is left, and a
+    search.json that exists is never rewritten."""
+    import keras_lottery.search.directory as directory_module
+    from keras_lottery._internal.io import atomic_write
+
+    real = directory_module.atomic_write_text
+
+    def full(path, text):  # the real atomic write; the disk fills half-way
+        if Path(path).name != "search.json":
+            return real(path, text)
+
+        def half(f):
+            f.write(text.encode("utf-8")[:16])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        return atomic_write(path, half)
+
+    trained = []
+
+    def fit(model):
+        trained.append(1)
+        return fit_fn(model)
+
+    directory = tmp_path / "s"
+    monkeypatch.setattr(directory_module, "atomic_write_text", full)
+    with pytest.raises(kl.SearchError, match=(
+            r"^lottery_search could not save the search's arguments "
+            r"\(search\.json\) in .*s: OSError: \[Errno 28\] No space left on "
+            r"device\. The search did not start; free disk space \(or fix the "
+            r"permissions\) and rerun\.$")) as error:
+        search(directory, fit=fit)
+    assert error.value.round == 0 and len(error.value.result) == 0
+    assert error.value.__cause__.errno == errno.ENOSPC and not trained
+    assert not [f for f in os.listdir(directory) if "search" in f]  # no part
+    monkeypatch.setattr(directory_module, "atomic_write_text", real)
+    done = search(directory, rounds=1)  # room again: it starts afresh
+    saved = (directory / "search.json").read_bytes()
+    monkeypatch.setattr(directory_module, "atomic_write_text", full)
+    again = search(directory, rounds=1, fit=fit)  # resumes: nothing to write
+    assert (directory / "search.json").read_bytes() == saved and not trained
+    assert [r.metrics for r in again] == [r.metrics for r in done]
 _ENOSPC_SCRIPT = textwrap.dedent(
     """
     import os, sys
