@@ -36,6 +36,11 @@ BEFORE = os.environ.get("PRUNE_STEP_BEFORE")
 APPS = {"ResNet50": (32, 32, 3), "InceptionResNetV2": (75, 75, 3)}
 PHASES = {"host_masks": "masks read", "score_weights": "scoring",
           "prune_pool": "selection"}
+# The device path's selection (`pruning/on_device.py`) counts as selection.
+TIMED = {**{name: name for name in PHASES},
+         "prune_pool_on_device": "prune_pool"}
+SELECTION_ENV = "KERAS_LOTTERY_SELECTION"
+LABELS = ("before", "after", "now", "device")
 
 
 def load_before(rev: str):
@@ -75,37 +80,60 @@ def _sync(model) -> None:
         jax.block_until_ready([v.value for v in [*model.variables, *optimizer]])
 
 
-class Version:
-    """One implementation of `prune`, its calls timed by phase."""
+def _timers(module) -> dict:
+    """Times `module`'s phase functions (once per module) into the dict
+    this returns, under its "round" key while a `Version` steps."""
+    sink = getattr(module, "_benchmark_sink", None)
+    if sink is not None:
+        return sink
+    sink = {"round": None}
 
-    def __init__(self, label: str, module):
-        self.label, self.module = label, module
-        self.times: dict[str, list[float]] = defaultdict(list)
-        self._round: dict[str, float] = {}
-        for name in PHASES:
-            setattr(module, name, self._timed(name, getattr(module, name)))
-
-    def _timed(self, name, fn):
-        def timed(*args, **kwargs):
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self._round[name] = (self._round.get(name, 0.0)
-                                     + time.perf_counter() - start)
-        return timed
+                if sink["round"] is not None:
+                    sink["round"][name] = (sink["round"].get(name, 0.0)
+                                           + time.perf_counter() - start)
+        return wrapper
+
+    for name, phase in TIMED.items():
+        fn = getattr(module, name, None)  # a `before` module may lack one
+        if fn is not None:
+            setattr(module, name, timed(phase, fn))
+    module._benchmark_sink = sink
+    return sink
+
+
+class Version:
+    """One implementation of `prune`, its calls timed by phase; with
+    `selection`, run under `KERAS_LOTTERY_SELECTION=selection`."""
+
+    def __init__(self, label: str, module, selection: str = "host"):
+        self.label, self.module, self.selection = label, module, selection
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self._sink = _timers(module)
 
     def step(self, model, rate: float, **options) -> dict[str, float]:
         """One timed prune (+ rewind and reset when `model` has an
         optimizer); seconds by phase."""
         import keras_lottery as kl
 
-        self._round = {}
+        round_times: dict[str, float] = {}
+        self._sink["round"] = round_times
+        os.environ[SELECTION_ENV] = self.selection
         start = time.perf_counter()
-        self.module.prune(model, rate, **options)
-        _sync(model)
-        out = {"prune": time.perf_counter() - start, **self._round}
-        out["assign_and_report"] = out["prune"] - sum(self._round.values())
+        try:
+            self.module.prune(model, rate, **options)
+            _sync(model)
+        finally:
+            self._sink["round"] = None
+            os.environ.pop(SELECTION_ENV)
+        out = {"prune": time.perf_counter() - start,
+               **dict.fromkeys(PHASES, 0.0), **round_times}
+        out["assign_and_report"] = out["prune"] - sum(round_times.values())
         if getattr(model, "optimizer", None) is not None:  # compiled
             start = time.perf_counter()
             kl.rewind(model, "init")
@@ -125,12 +153,17 @@ class Version:
         return {k: float(np.median(v)) for k, v in self.times.items()}
 
 
-def versions() -> list[Version]:
+def versions(device: bool = False) -> list[Version]:
+    """The versions measured side by side: `prune` now (host selection),
+    as it was at PRUNE_STEP_BEFORE, and (`device`) now with selection on
+    the backend's device (here the same CPU)."""
     import keras_lottery.pruning.prune as current
 
     found = [Version("after" if BEFORE else "now", current)]
     if BEFORE:
         found.insert(0, Version("before", load_before(BEFORE)))
+    if device:
+        found.append(Version("device", current, selection="device"))
     return found
 
 
@@ -273,9 +306,12 @@ def measure(repeats: int, samples: int, apps: int, steps: int) -> dict:
 
     model, x, y, source = _mlp(samples)
     prunable = kl.summary(model, print_fn=None).total
-    found = versions()
-    for v in found:  # warm up NumPy / conversions once
-        v.module.prune(model, 0.0)
+    found = versions(device=True)
+    masks, weights = kl.get_masks(model), model.get_weights()
+    _side_by_side(model, found, 0, 0.2)  # warm up: conversions, compilation
+    _same_state(model, masks, weights)
+    for v in found:
+        v.times.clear()
     epochs, same = [], True
     for i in range(repeats):
         start = time.perf_counter()
@@ -308,7 +344,8 @@ def measure(repeats: int, samples: int, apps: int, steps: int) -> dict:
         m["ms_per_10M_weights"] = 1000 * m["step_seconds"] / (prunable / 1e7)
         entry[v.label] = m
     entry["primitives_ms"] = primitives
-    entry["apps"] = measure_apps(repeats, found) if apps else {}
+    hosts = [v for v in found if v.selection == "host"]
+    entry["apps"] = measure_apps(repeats, hosts) if apps else {}
     return entry
 
 
@@ -320,7 +357,7 @@ def _rows(entries: dict) -> list[str]:
     rows = []
     for backend in BACKENDS:
         e = entries.get(backend) or {}
-        for label in ("before", "after", "now"):
+        for label in LABELS:
             m = e.get(label)
             if m is None:
                 continue
@@ -342,8 +379,8 @@ def _app_rows(entries: dict) -> list[str]:
         if len(apps) != len(APPS):
             continue
         small, big = (apps[n] for n in APPS)
-        for label in ("before", "after", "now"):
-            if label not in small:
+        for label in LABELS:
+            if label not in small or label not in big:
                 continue
             a, b = small[label], big[label]
             rows.append(
@@ -396,7 +433,12 @@ def docs_body(entries: dict) -> str:
         "Phases in ms: masks read (`host_masks`), scoring (`score_weights`), "
         "selection (`prune_pool`, every pool), masks assigned (each "
         "assignment also masks its weight again) and the report; then "
-        "`prune` in all, rewind, optimizer reset, the whole step.",
+        "`prune` in all, rewind, optimizer reset, the whole step. The "
+        "device rows are the same code under `KERAS_LOTTERY_SELECTION=device`: "
+        "scoring and selection with `keras.ops` where the weights live (here "
+        "the same CPU; the selection column then holds both), only the "
+        "boolean masks copied to the host. On a GPU or TPU `prune` takes "
+        "that path by itself; on a CPU the host path (the other rows).",
         "",
         "| code | backend | epoch | masks read | scoring | selection | assign "
         "+ report | prune | rewind | reset | step | step per 10M weights | "
@@ -457,7 +499,7 @@ def _largest(e: dict) -> str:
 
 def summary(backend: str, e: dict) -> str:
     parts = []
-    for label in ("before", "after", "now"):
+    for label in LABELS:
         m = e.get(label)
         if m is not None:
             parts.append(
