@@ -21,6 +21,8 @@ import os
 
 import keras
 
+from keras_lottery._internal.processes import split_across_processes
+
 #: Environment variable choosing where `prune` selects.
 SELECTION_ENV = "KERAS_LOTTERY_SELECTION"
 SELECTIONS = ("auto", "host", "device")
@@ -59,8 +61,12 @@ def selection() -> str:
 def select_on_device(variables) -> bool:
     """Whether `prune` selects on the device for these variables: as
     `KERAS_LOTTERY_SELECTION` says, or (`"auto"`) when the first of them
-    lives on an accelerator."""
+    lives on an accelerator. Never for a weight split across JAX processes
+    (no process can read its selection back alone): the host path gathers
+    it (`core.state.host_array`)."""
     choice = selection()
+    if any(split_across_processes(v) for v in variables):
+        return False
     if choice != "auto":
         return choice == "device"
     return bool(variables) and on_accelerator(variables[0])

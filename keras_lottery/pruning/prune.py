@@ -53,10 +53,10 @@ from keras_lottery.pruning.pools import (
 from keras_lottery.pruning.report import Group, PrunedWeight, PruneReport
 from keras_lottery.pruning.scores import (
     Criterion,
-    Magnitude,
     Steered,
     criterion_name,
     get_criterion,
+    plain_magnitude,
     scheduled,
     score_weights,
 )
@@ -188,7 +188,7 @@ def _on_device(entries, criterion, units, invert) -> bool:
     single weights by magnitude, where `KERAS_LOTTERY_SELECTION` or the
     weights' placement says so."""
     return (
-        type(criterion) is Magnitude and type(units) is WeightGranularity
+        plain_magnitude(criterion) and type(units) is WeightGranularity
         and not invert
         and select_on_device([w.prunable_variable(n) for _, w, n in entries])
     )

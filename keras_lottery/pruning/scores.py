@@ -22,8 +22,6 @@ import numpy as np
 from keras_lottery.core.state import host_array
 from keras_lottery.pruning.granularity import Granularity
 
-ScoreFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-
 
 @dataclass(frozen=True)
 class ScoreContext:
@@ -211,7 +209,7 @@ class Magnitude(Criterion):
         eight): |w| in place, `check_finite`, then 0 where pruned only for
         `float64` (summed into units; a pruned single weight's score is
         never read). A subclass overriding `score` gets the default."""
-        if type(self).score is not Magnitude.score:
+        if not plain_magnitude(self):
             return super().score_raw(raw, context, float64=float64)
         out = {}
         for key, weight in raw.items():
@@ -223,6 +221,12 @@ class Magnitude(Criterion):
                 np.multiply(score, alive, out=score)
             out[key] = _as_scores(score, float64)
         return out
+
+
+def plain_magnitude(criterion) -> bool:
+    """Whether `criterion` scores |w| (`Magnitude`, or a subclass keeping
+    its `score`), so that the fast paths (host, device) apply."""
+    return isinstance(criterion, Magnitude) and type(criterion).score is Magnitude.score
 
 
 @register_criterion("random")
@@ -294,25 +298,22 @@ def _checked(scores, weights, criterion, float64) -> dict[str, np.ndarray]:
         got = sorted(scores) if isinstance(scores, Mapping) else type(scores).__name__
         raise ValueError(
             f"Criterion {criterion!r} must return one score array per "
-            f"weight, keyed {sorted(weights)}. Received: {got}."
-        )
+            f"weight, keyed {sorted(weights)}. Received: {got}.")
     out = {}
     for key, weight in weights.items():
         score = _as_scores(scores[key], float64)
         if score.shape != weight.shape:
             raise ValueError(
                 f"The criterion must return one score per weight: shape "
-                f"{weight.shape} for '{key}'. Received: shape {score.shape}."
-            )
+                f"{weight.shape} for '{key}'. Received: shape {score.shape}.")
         if not np.all(np.isfinite(score)):
             raise ValueError(
-                f"The criterion returned NaN or infinite scores for '{key}'."
-            )
+                f"The criterion returned NaN or infinite scores for '{key}'.")
         out[key] = score
     return out
 
 
-def _alive(mask: np.ndarray) -> np.ndarray:
+def _alive(mask: np.ndarray) -> np.ndarray:  # bool, or 0/1 floats
     return mask if mask.dtype == bool else mask != 0
 
 

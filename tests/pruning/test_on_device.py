@@ -106,3 +106,23 @@ def test_selection_setting_is_checked(monkeypatch):
     variable = conv_model().get_layer("fc").prunable_variable("kernel")
     assert placement.on_accelerator(variable) is False  # this CPU
     assert placement.select_on_device([variable]) is False
+
+
+def test_a_magnitude_subclass_keeping_its_score_selects_on_device(monkeypatch):
+    """A subclass that keeps |w| keeps the device path; one that changes
+    the score does not (its own scores decide, on the host)."""
+    from keras_lottery.pruning.scores import Magnitude
+
+    class Logged(Magnitude):
+        pass
+
+    class Squared(Magnitude):
+        def score(self, weights, context):
+            return {k: np.square(w) for k, w in weights.items()}
+
+    _run_both(monkeypatch, conv_model, STEPS[:1], criterion=Logged(),
+              min_remaining=0)
+    monkeypatch.setenv(placement.SELECTION_ENV, "device")
+    monkeypatch.setattr(prune_module, "prune_pool", _host_forbidden)
+    with pytest.raises(AssertionError, match="the host path ran"):
+        kl.prune(conv_model(), 0.3, criterion=Squared())

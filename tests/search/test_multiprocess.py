@@ -323,7 +323,10 @@ def _check_one_writer(out: Path, processes: list, rounds,
 
 
 def test_two_processes_find_the_single_process_masks(tmp_path):
-    launch(tmp_path, env={"MODEL_PARALLEL": "1"})
+    # Selection forced onto the device: replicated weights select there,
+    # weights split across the processes fall back to the host path.
+    launch(tmp_path, env={"MODEL_PARALLEL": "1",
+                          "KERAS_LOTTERY_SELECTION": "device"})
     processes = _load(tmp_path)
     _check_masks(processes)
     _check_one_writer(tmp_path, processes, rounds=(0, 1, 2),
