@@ -353,12 +353,27 @@ def _ms(e: dict, phase: str) -> str:
     return f"{1000 * e[f'{phase}_seconds_median']:.0f}"
 
 
+def _earlier() -> dict:
+    """Entries measured by this script as it was at an earlier revision,
+    in its own process (`results/prune_step_earlier.json`: `revision`, and
+    an entry per backend), for changes outside the modules that
+    PRUNE_STEP_BEFORE can swap (the masking, rewind and reset code)."""
+    import json
+
+    from _common import RESULTS
+
+    path = RESULTS / "prune_step_earlier.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _rows(entries: dict) -> list[str]:
-    rows = []
+    rows, earlier = [], _earlier()
     for backend in BACKENDS:
         e = entries.get(backend) or {}
-        for label in LABELS:
-            m = e.get(label)
+        versions = [(f"at {earlier.get('revision')}", earlier.get(backend) or {},
+                     "now")] + [(label, e, label) for label in LABELS]
+        for label, e, key in versions:
+            m = e.get(key)
             if m is None:
                 continue
             rows.append(
@@ -373,16 +388,20 @@ def _rows(entries: dict) -> list[str]:
 
 
 def _app_rows(entries: dict) -> list[str]:
-    rows = []
+    rows, earlier = [], _earlier()
     for backend in BACKENDS:
         apps = (entries.get(backend) or {}).get("apps") or {}
         if len(apps) != len(APPS):
             continue
-        small, big = (apps[n] for n in APPS)
-        for label in LABELS:
-            if label not in small or label not in big:
+        before = (earlier.get(backend) or {}).get("apps") or {}
+        versions = [(label, apps, label) for label in LABELS]
+        if len(before) == len(APPS):
+            versions.insert(0, (f"at {earlier['revision']}", before, "now"))
+        for label, found, key in versions:
+            small, big = (found[n] for n in APPS)
+            if key not in small or key not in big:
                 continue
-            a, b = small[label], big[label]
+            a, b = small[key], big[key]
             rows.append(
                 f"| {label} | {backend} | "
                 + " | ".join(f"{1000 * x['prune_seconds_median']:,.0f} ms "
@@ -419,10 +438,12 @@ def docs_body(entries: dict) -> str:
         f"average {loads} when each backend finished: timings are noisy). "
         "Goal: under 1% of the epoch, or under 50 ms per 10 million weights.",
         "",
-        "Command: `nice python benchmarks/prune_step.py --backend "
-        f"{'all' if len(entries) == len(BACKENDS) else ','.join(entries)} "
-        f"--repeats {e['repeats']} --samples {e['samples']} --steps "
-        f"{e['steps_per_epoch']} --apps {1 if apps else 0}`"
+        "Command, per backend B: `python benchmarks/prune_step.py --backend "
+        f"B --repeats {e['repeats']} --samples {e['samples']} --steps "
+        f"{e['steps_per_epoch']} --apps 0`"
+        + (" (`--apps 1` for " + ", ".join(
+            b for b, x in entries.items() if x.get("apps")) + ")"
+           if apps else "")
         + (f" with `PRUNE_STEP_BEFORE={before}`: the before rows are `prune` "
            f"as it was at {before}, measured in the same process on the same "
            "model state (after each epoch both versions prune the same masks "
@@ -430,6 +451,14 @@ def docs_body(entries: dict) -> str:
            + ", ".join(f"{b} {'yes' if x['identical_masks'] else 'NO'}"
                        for b, x in entries.items()) + "." if before else "."),
         "",
+        *([f"The rows `at {_earlier()['revision']}` were measured by this "
+           f"script as it was at {_earlier()['revision']}, in a worktree of "
+           "that revision and a process of its own, just before the other "
+           "rows of the same backend (`PYTHONPATH=. python "
+           "benchmarks/prune_step.py --json-only` with the same options, "
+           "collected in benchmarks/results/prune_step_earlier.json): they "
+           "include the masking, rewind and reset code that "
+           "PRUNE_STEP_BEFORE cannot swap.", ""] if _earlier() else []),
         "Phases in ms: masks read (`host_masks`), scoring (`score_weights`), "
         "selection (`prune_pool`, every pool), masks assigned (each "
         "assignment also masks its weight again) and the report; then "
