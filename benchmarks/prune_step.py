@@ -119,24 +119,32 @@ class Version:
     def step(self, model, rate: float, **options) -> dict[str, float]:
         """One timed prune (+ rewind and reset when `model` has an
         optimizer); seconds by phase."""
-        import keras_lottery as kl
+        import contextlib
 
+        import keras_lottery as kl
+        from keras_lottery._internal.masking import remask_at_end
+
+        compiled = getattr(model, "optimizer", None) is not None
         round_times: dict[str, float] = {}
         self._sink["round"] = round_times
         os.environ[SELECTION_ENV] = self.selection
-        start = time.perf_counter()
-        try:
-            self.module.prune(model, rate, **options)
-            _sync(model)
-        finally:
-            self._sink["round"] = None
-            os.environ.pop(SELECTION_ENV)
-        out = {"prune": time.perf_counter() - start,
-               **dict.fromkeys(PHASES, 0.0), **round_times}
-        out["assign_and_report"] = out["prune"] - sum(round_times.values())
-        if getattr(model, "optimizer", None) is not None:  # compiled
+        # As `prune_and_rewind` runs them: the rewind masks the weights.
+        step = remask_at_end() if compiled else contextlib.nullcontext()
+        with step:
             start = time.perf_counter()
-            kl.rewind(model, "init")
+            try:
+                self.module.prune(model, rate, **options)
+                _sync(model)
+            finally:
+                self._sink["round"] = None
+                os.environ.pop(SELECTION_ENV)
+            out = {"prune": time.perf_counter() - start,
+                   **dict.fromkeys(PHASES, 0.0), **round_times}
+            start = time.perf_counter()
+            if compiled:
+                kl.rewind(model, "init")
+        out["assign_and_report"] = out["prune"] - sum(round_times.values())
+        if compiled:
             _sync(model)
             out["rewind"] = time.perf_counter() - start
             start = time.perf_counter()
@@ -460,9 +468,10 @@ def docs_body(entries: dict) -> str:
            "include the masking, rewind and reset code that "
            "PRUNE_STEP_BEFORE cannot swap.", ""] if _earlier() else []),
         "Phases in ms: masks read (`host_masks`), scoring (`score_weights`), "
-        "selection (`prune_pool`, every pool), masks assigned (each "
-        "assignment also masks its weight again) and the report; then "
-        "`prune` in all, rewind, optimizer reset, the whole step. The "
+        "selection (`prune_pool`, every pool), masks assigned and the "
+        "report; then `prune` in all, rewind, optimizer reset, the whole "
+        "step, run as `prune_and_rewind` runs it (the rewind masks the "
+        "weights: `prune` alone masks each as it assigns its mask). The "
         "device rows are the same code under `KERAS_LOTTERY_SELECTION=device`: "
         "scoring and selection with `keras.ops` where the weights live (here "
         "the same CPU; the selection column then holds both), only the "

@@ -25,6 +25,8 @@ weight is computed (it is discarded by the constraint), so per-variable
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -165,6 +167,8 @@ def _masked_class(cls: type) -> type:
                     value = apply_mask(
                         self._convert_to_tensor(value, dtype=self._dtype), mask
                     )
+                    if _DEFERRED:  # masked now: nothing left to do at the end
+                        _DEFERRED[-1].pop(id(self), None)
             return cls.assign(self, value)
 
         _MASKED_CLASSES[cls] = type(
@@ -189,7 +193,10 @@ def _mask_class(cls: type) -> type:
             result = cls.assign(self, value)
             weight = getattr(self, "_lottery_weight", None)
             if weight is not None and _get_stateless_scope() is None:
-                reapply(weight)
+                if _DEFERRED:
+                    _DEFERRED[-1][id(weight)] = weight
+                else:
+                    reapply(weight)
             return result
 
         _MASKED_CLASSES[key] = type(
@@ -198,6 +205,29 @@ def _mask_class(cls: type) -> type:
             {"assign": assign, "__module__": cls.__module__},
         )
     return _MASKED_CLASSES[key]
+
+
+# Inside `remask_at_end`: the weights whose mask changed, not masked since.
+_DEFERRED: list[dict] = []
+
+
+@contextlib.contextmanager
+def remask_at_end():
+    """Inside, assigning a mask does not mask its weight at once: each
+    weight is masked when the block ends (or raises), unless a masked
+    assign wrote it in between, which masked it anyway.
+
+    For a prune followed by a rewind (`pruning.cycle.prune_and_rewind`):
+    the rewind writes every pruned weight through its new mask, so masking
+    the old values first would be a pass over every weight for nothing.
+    Outside the block, a weight and its mask are never out of step.
+    """
+    _DEFERRED.append({})
+    try:
+        yield
+    finally:
+        for weight in _DEFERRED.pop().values():
+            reapply(weight)
 
 
 def is_attached(variable) -> bool:

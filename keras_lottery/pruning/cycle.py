@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_lottery._internal.masking import remask_at_end
 from keras_lottery.core.rewind import has_checkpoint, rewind
 from keras_lottery.core.rewind import reset_optimizer as _reset_optimizer
 from keras_lottery.pruning.options import check_prune_options
@@ -107,11 +108,14 @@ def prune_and_rewind(
             "taken; nothing was pruned. Take the checkpoint during the first "
             "round (keras_lottery.RewindCheckpoint), or pass rewind_to='init'."
         )
-    report = prune(model, rate, **prune_options)
-    if rewind_to == "init":
-        rewind(model, "init")
-    elif rewind_to is not None:
-        rewind(model, "checkpoint")
+    # The rewind writes the pruned weights through their new masks: no
+    # pass to mask their old values first.
+    with remask_at_end():
+        report = prune(model, rate, **prune_options)
+        if rewind_to == "init":
+            rewind(model, "init")
+        elif rewind_to is not None:
+            rewind(model, "checkpoint")
     if reset_optimizer and model.optimizer is not None:
         _reset_optimizer(model.optimizer)
     return report

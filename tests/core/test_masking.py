@@ -149,6 +149,37 @@ def test_a_mask_assigned_directly_masks_its_weight(rng):
     assert np.all(ops.convert_to_numpy(fc.layer.kernel) == 0.0)
 
 
+@pytest.mark.parametrize("rewind_to", ["init", None])
+def test_prune_and_rewind_masks_each_weight_once(rewind_to, rng, monkeypatch):
+    """Between a prune and its rewind the weights are not masked a first
+    time (the rewind writes them through their new masks); without a
+    rewind they are masked when the step ends. Either way no pruned
+    weight is left nonzero."""
+    from keras_lottery.pruning.cycle import prune_and_rewind
+
+    model = kl.wrap(_mlp())
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    model.fit(*_data(rng), epochs=1, verbose=0)
+    remasked = []
+    reapply = _masking.reapply
+    monkeypatch.setattr(_masking, "reapply",
+                        lambda v: remasked.append(v.path) or reapply(v))
+    prune_and_rewind(model, 0.5, rewind_to=rewind_to)
+    assert _pruned_nonzero(model) == 0
+    assert len(remasked) == (0 if rewind_to else 2)  # fc and out kernels
+
+
+def test_a_failing_step_still_masks_its_weights(rng):
+    model = kl.wrap(_mlp())
+    fc = model.get_layer("fc")
+    with pytest.raises(RuntimeError, match="stop"):
+        with _masking.remask_at_end():
+            fc.mask_variable("kernel").assign(np.zeros((8, 16), bool))
+            raise RuntimeError("stop")
+    assert np.all(ops.convert_to_numpy(fc.layer.kernel) == 0.0)
+
+
 def test_rewind_sets_pruned_weights_to_zero_not_to_theta0(rng):
     model = kl.wrap(_mlp())
     theta0 = ops.convert_to_numpy(model.get_layer("fc").layer.kernel)
