@@ -461,8 +461,8 @@ def docs_body(entries: dict) -> str:
         "",
         *([f"The rows `at {_earlier()['revision']}` were measured by this "
            f"script as it was at {_earlier()['revision']}, in a worktree of "
-           "that revision and a process of its own, just before the other "
-           "rows of the same backend (`PYTHONPATH=. python "
+           "that revision and a process of its own, on the same machine within "
+           "the hour of the other rows (`PYTHONPATH=. python "
            "benchmarks/prune_step.py --json-only` with the same options, "
            "collected in benchmarks/results/prune_step_earlier.json): they "
            "include the masking, rewind and reset code that "
