@@ -173,10 +173,9 @@ def test_prune_and_rewind_masks_each_weight_once(rewind_to, rng, monkeypatch):
 def test_a_failing_step_still_masks_its_weights(rng):
     model = kl.wrap(_mlp())
     fc = model.get_layer("fc")
-    with pytest.raises(RuntimeError, match="stop"):
-        with _masking.remask_at_end():
-            fc.mask_variable("kernel").assign(np.zeros((8, 16), bool))
-            raise RuntimeError("stop")
+    with pytest.raises(RuntimeError, match="stop"), _masking.remask_at_end():
+        fc.mask_variable("kernel").assign(np.zeros((8, 16), bool))
+        raise RuntimeError("stop")
     assert np.all(ops.convert_to_numpy(fc.layer.kernel) == 0.0)
 
 

@@ -14,12 +14,12 @@ import keras
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.filterwarnings("ignore:prune left:UserWarning")
-
 import keras_lottery as kl
 from keras_lottery._internal import placement
 from keras_lottery.pruning import prune as prune_module
 from tests.pruning.test_prune_device import conv_model
+
+pytestmark = pytest.mark.filterwarnings("ignore:prune left:UserWarning")
 
 
 def _host_forbidden(*args, **kwargs):
@@ -56,8 +56,8 @@ STEPS = [dict(rate=0.3), dict(rate=0.5), dict(rate=0.2)]
 def test_device_path_sets_the_host_masks_with_ties(scope, monkeypatch):
     """Weights of a few distinct values (most scores tie), pruned three
     times (pruned weights are then never candidates again)."""
-    masks, reports = _run_both(monkeypatch, conv_model, STEPS, scope=scope,
-                               min_remaining=0)
+    _, reports = _run_both(monkeypatch, conv_model, STEPS, scope=scope,
+                           min_remaining=0)
     assert reports[-1].weights[0].after < reports[0].weights[0].before
 
 
@@ -81,7 +81,7 @@ def test_device_path_refuses_a_nan_weight_like_the_host(monkeypatch):
     kernel[0, 0] = np.nan
     wrapper.prunable_variable("kernel").assign(kernel)
     monkeypatch.setenv(placement.SELECTION_ENV, "device")
-    with pytest.raises(ValueError, match="NaN or infinite.*fc/kernel|fc/kernel.*NaN"):
+    with pytest.raises(ValueError, match=r"'fc/kernel' holds NaN or infinite"):
         kl.prune(model, 0.5)
 
 
@@ -100,7 +100,8 @@ def test_device_path_on_a_real_architecture(monkeypatch):
 
 def test_selection_setting_is_checked(monkeypatch):
     monkeypatch.setenv(placement.SELECTION_ENV, "gpu")
-    with pytest.raises(ValueError, match="KERAS_LOTTERY_SELECTION must be one of.*'gpu'"):
+    with pytest.raises(ValueError,
+                       match=r"KERAS_LOTTERY_SELECTION must be one of .*'gpu'"):
         kl.prune(conv_model(), 0.5)
     monkeypatch.setenv(placement.SELECTION_ENV, "auto")
     variable = conv_model().get_layer("fc").prunable_variable("kernel")
