@@ -9,9 +9,9 @@ device path on CPU with it.
 
 Example:
 
->>> import keras
+>>> import numpy as np
 >>> from keras_lottery._internal.placement import on_accelerator
->>> on_accelerator(keras.Variable(1.0))  # this project's machines: a CPU
+>>> on_accelerator(np.ones(2))  # a host array
 False
 """
 
@@ -36,7 +36,8 @@ def on_accelerator(variable) -> bool:
         devices = getattr(value, "devices", None)
         return bool(devices) and any(d.platform != "cpu" for d in devices())
     if backend == "torch":
-        return getattr(value, "device", None) is not None and value.device.type != "cpu"
+        # NumPy 2 arrays have a `device` too: the string "cpu".
+        return getattr(getattr(value, "device", None), "type", "cpu") != "cpu"
     if backend == "tensorflow":
         device = str(getattr(value, "device", "") or "").upper()
         return ":GPU:" in device or ":TPU:" in device

@@ -24,8 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from keras import ops
 
-from keras_lottery.pruning.pools import keep_count
-from keras_lottery.pruning.report import pruned_count
+from keras_lottery.pruning.pools import binds, keep_count, wanted_count
 
 
 def _scores(weights, alive, dtype):
@@ -78,12 +77,9 @@ def prune_pool_on_device(
         sparsity: Prune the pool to this fraction of zeros instead.
     """
     alive = [int(np.count_nonzero(masks[key])) for key in keys]
-    remaining, total = sum(alive), sum(masks[key].size for key in keys)
-    if sparsity is None:
-        wanted = pruned_count(rate, remaining)
-    else:
-        wanted = pruned_count(sparsity, total) - (total - remaining)
-    k = min(max(wanted, 0), remaining)
+    remaining = sum(alive)
+    k = wanted_count(rate, sparsity, remaining,
+                     sum(masks[key].size for key in keys))
     if k == 0:
         return {key: masks[key].copy() for key in keys}, None
     weights = [variables[key][0].value for key in keys]
@@ -99,9 +95,7 @@ def prune_pool_on_device(
         got = ops.convert_to_numpy(chosen[start:start + size]).reshape(
             masks[key].shape)
         start += size
-        taken = int(np.count_nonzero(got))
-        keep = keep_count(min_remaining, size)
-        if taken and n - taken < keep:
+        if binds(n, int(np.count_nonzero(got)), keep_count(min_remaining, size)):
             return None  # min_remaining binds: the host path protects
         new_masks[key] = masks[key] & ~got
     return new_masks, float(ops.convert_to_numpy(threshold))

@@ -36,6 +36,33 @@ def keep_count(min_remaining: int | float, units: int) -> int:
     return math.ceil(round(min_remaining * units, 9))
 
 
+def wanted_count(rate: float, sparsity: float | None, remaining: int,
+                 total: int) -> int:
+    """Units a pool of `total` units, `remaining` of them alive, loses
+    (before `min_remaining`): `pruned_count(rate, remaining)`, or in the
+    sparsity mode the zeros wanted minus the zeros there (never negative),
+    at most `remaining`.
+
+    Example:
+
+    >>> from keras_lottery.pruning.pools import wanted_count
+    >>> wanted_count(0.2, None, 80, 100), wanted_count(0.2, 0.5, 80, 100)
+    (16, 30)
+    """
+    if sparsity is None:
+        wanted = pruned_count(rate, remaining)
+    else:
+        wanted = pruned_count(sparsity, total) - (total - remaining)
+    return min(max(wanted, 0), remaining)
+
+
+def binds(alive: int, taken: int, keep: int) -> bool:
+    """Whether a tensor with `alive` units, `taken` of them selected, is
+    left below the `keep` units `min_remaining` protects (the selection
+    must then spare its best-scored ones)."""
+    return taken > 0 and alive - taken < keep
+
+
 def select(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k lowest scores; ties go to the lowest index.
 
@@ -199,8 +226,7 @@ def _brackets(values, cands, k, count):
 
 
 # `_scan` works through a tensor in chunks of this many units, so that its
-# boolean temporaries stay in the CPU's cache between passes: 10.6-11.0 ms
-# against 14.5-17.9 ms over the 10M-weight MLP's kernels (measured here).
+# boolean temporaries stay in the CPU's cache between its passes.
 _CHUNK = 1 << 16
 
 
@@ -307,12 +333,15 @@ class _Tensor(NamedTuple):
     keep: int  # units `min_remaining` keeps
 
 
-def single_weights(units) -> bool:
+def single_weights(units, *, plain: bool = False) -> bool:
     """Whether the units are single weights (`reduce` and `expand` are then
     a reshape, done here without a pass over the mask, and float32 scores
-    rank them as float64 ones would)."""
+    rank them as float64 ones would); with `plain`, and with no rule of
+    their own either (N:M's `protect`), as the device path requires."""
     from keras_lottery.pruning import granularity as g
 
+    if plain:
+        return type(units) is g.WeightGranularity
     return type(units) in (g.WeightGranularity, g.NMGranularity)
 
 
@@ -368,7 +397,7 @@ def _select_pool(found: list[_Tensor], wanted: int):
         )
         late = [
             i for i, (got, n, t) in enumerate(zip(taken, counts, found))
-            if not checked[i] and got > 0 and n - got < t.keep
+            if not checked[i] and binds(n, got, t.keep)
         ]
         if not late:
             return selected, float(threshold)
@@ -398,12 +427,8 @@ def prune_pool(keys, scores, masks, units, min_remaining, rate, sparsity):
         highest score pruned (None when nothing was).
     """
     found = _units_of(keys, scores, masks, units, min_remaining)
-    remaining = sum(t.n_alive for t in found)
-    units_total = sum(t.alive.size for t in found)
-    if sparsity is None:
-        wanted = pruned_count(rate, remaining)
-    else:  # zeros wanted minus zeros there, never negative
-        wanted = pruned_count(sparsity, units_total) - (units_total - remaining)
+    wanted = wanted_count(rate, sparsity, sum(t.n_alive for t in found),
+                          sum(t.alive.size for t in found))
     selected, threshold = _select_pool(found, wanted)
     per_weight = single_weights(units)
     new_masks = {}

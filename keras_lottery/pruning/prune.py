@@ -31,11 +31,7 @@ import numpy as np
 
 from keras_lottery._internal.placement import select_on_device
 from keras_lottery.core.model import iter_weight_keys, require_wrappers
-from keras_lottery.pruning.granularity import (
-    Granularity,
-    WeightGranularity,
-    get_granularity,
-)
+from keras_lottery.pruning.granularity import Granularity, get_granularity
 from keras_lottery.pruning.on_device import prune_pool_on_device
 from keras_lottery.pruning.options import (
     check_min_remaining,
@@ -188,7 +184,7 @@ def _on_device(entries, criterion, units, invert) -> bool:
     single weights by magnitude, where `KERAS_LOTTERY_SELECTION` or the
     weights' placement says so."""
     return (
-        plain_magnitude(criterion) and type(units) is WeightGranularity
+        plain_magnitude(criterion) and single_weights(units, plain=True)
         and not invert
         and select_on_device([w.prunable_variable(n) for _, w, n in entries])
     )

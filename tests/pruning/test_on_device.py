@@ -105,8 +105,31 @@ def test_selection_setting_is_checked(monkeypatch):
         kl.prune(conv_model(), 0.5)
     monkeypatch.setenv(placement.SELECTION_ENV, "auto")
     variable = conv_model().get_layer("fc").prunable_variable("kernel")
-    assert placement.on_accelerator(variable) is False  # this CPU
-    assert placement.select_on_device([variable]) is False
+    # "auto" follows where the weight lives: the backend's default device.
+    assert placement.on_accelerator(variable) is _default_is_accelerator()
+    assert placement.select_on_device([variable]) is _default_is_accelerator()
+    assert placement.on_accelerator(np.ones(2)) is False  # a host array
+    for choice in ("host", "device"):
+        monkeypatch.setenv(placement.SELECTION_ENV, choice.upper())
+        assert placement.select_on_device([variable]) is (choice == "device")
+
+
+def _default_is_accelerator() -> bool:
+    """Whether the backend places new variables on a GPU or TPU, asked of
+    the backend itself rather than of `placement`."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU")
+                or tf.config.list_logical_devices("TPU"))
 
 
 def test_a_magnitude_subclass_keeping_its_score_selects_on_device(monkeypatch):
