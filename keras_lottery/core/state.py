@@ -75,6 +75,41 @@ def host_array(value) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
+def host_view(value) -> np.ndarray:
+    """`value` (a tensor or a variable) on this host, sharing the backend's
+    memory where it can: no copy of a JAX or PyTorch tensor on the CPU.
+
+    For reading within one step (`prune` scores and reads masks through
+    it). A view of shared memory is read-only and only as current as the
+    buffer it shares, so it is not kept. Elsewhere (TensorFlow, whose
+    variables hand out copies; an accelerator; a value split across JAX
+    processes; bfloat16) it is `host_array`'s copy, which the caller owns
+    and may write into (`flags.owndata` and `flags.writeable`).
+
+    Example:
+
+    >>> import keras
+    >>> from keras_lottery.core.state import host_view
+    >>> host_view(keras.Variable([1.0, 2.0])).tolist()
+    [1.0, 2.0]
+    """
+    tensor = value.value if isinstance(value, keras.Variable) else value
+    backend = keras.backend.backend()
+    if split_across_processes(value) or "bfloat16" in str(
+            getattr(tensor, "dtype", "")):
+        return host_array(value)
+    if backend == "torch" and tensor.device.type == "cpu":
+        array = tensor.detach().numpy()
+    elif backend == "jax" and all(
+            d.platform == "cpu" for d in tensor.devices()):
+        array = np.asarray(tensor)  # PJRT's CPU buffer, without a copy
+    else:
+        return host_array(value)
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
 def host_copy(variable) -> np.ndarray:
     """A host copy of a variable's value.
 

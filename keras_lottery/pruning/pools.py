@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_lottery.core.model import output_layer_keys
-from keras_lottery.core.state import host_array
+from keras_lottery.core.state import host_view
 from keras_lottery.pruning.names import resolve_layers, select_layers
 from keras_lottery.pruning.options import check_groups, check_rate
 from keras_lottery.pruning.report import pruned_count
@@ -180,7 +180,7 @@ def host_masks(entries) -> dict[str, np.ndarray]:
     host arrays (a quarter of the bytes of float 0/1, read once)."""
     return {
         key: np.asarray(
-            host_array(wrapper.mask_variable(name)), dtype=bool
+            host_view(wrapper.mask_variable(name)), dtype=bool
         )
         for key, wrapper, name in entries
     }

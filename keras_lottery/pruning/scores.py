@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from keras_lottery.core.state import host_array
+from keras_lottery.core.state import host_view
 from keras_lottery.pruning.granularity import Granularity
 
 
@@ -99,11 +99,11 @@ class Criterion:
         fewer passes over memory, as `Magnitude` does.
 
         Args:
-            raw: Each prunable weight's host copy by key, read when looked
-                up (once each), as its variable holds it: a pruned entry may
-                hold anything, NaN included. Write into one only where
-                `raw[key].flags.owndata and .writeable` (torch on CPU hands
-                out the variable's own memory).
+            raw: Each prunable weight on the host by key, read when
+                looked up (once each), as its variable holds it: a pruned
+                entry may hold anything, NaN included. Write into one only
+                where `raw[key].flags.owndata and .writeable` (JAX and
+                torch on a CPU hand out read-only views, `host_view`).
             context: As for `score`; `context.masks` are the masks.
             float64: Return float64 scores (a granularity sums them into
                 units); False leaves float32 scores float32.
@@ -318,7 +318,7 @@ def _alive(mask: np.ndarray) -> np.ndarray:  # bool, or 0/1 floats
 
 
 def _own(array: np.ndarray) -> bool:
-    """A host copy of our own (JAX, TF), not a variable's memory (torch)."""
+    """Our own host copy (TF), not a view of a variable's memory (JAX, torch)."""
     return array.flags.owndata and array.flags.writeable
 
 
@@ -380,13 +380,14 @@ def score_weights(
 
 
 class _HostArrays(Mapping):
-    """Each variable's host copy, read when looked up (one at a time)."""
+    """Each variable on the host (`host_view`: no copy where the backend
+    shares its CPU memory), read when looked up (one at a time)."""
 
     def __init__(self, variables: Mapping[str, keras.Variable]):
         self.variables = variables
 
     def __getitem__(self, key: str) -> np.ndarray:
-        return np.asarray(host_array(self.variables[key]))
+        return np.asarray(host_view(self.variables[key]))
 
     def __iter__(self):
         return iter(self.variables)
