@@ -25,8 +25,13 @@ def pytest_report_header(config):
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
-    """Every test starts with a clean Keras session and fixed seeds."""
-    keras.backend.clear_session()
+    """Every test starts with a clean Keras session and fixed seeds.
+
+    Without a forced garbage collection (`free_memory=False`): Python's own
+    collector still runs, and a full collection before each of a thousand
+    tests, in a worker holding many models, cost a third of the suite.
+    """
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(1234)
     yield
 

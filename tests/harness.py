@@ -159,7 +159,8 @@ def tiny_search(seed: int, directory, before_fit=None) -> None:
     training (the fault tests' hooks: raise, or wait to be killed). A
     top-level function, so `run_trials` can run it in another process.
     """
-    keras.backend.clear_session()  # the same layer names wherever it runs
+    # The same layer names wherever it runs.
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(seed)
     model = kl.wrap(keras.Sequential([
         keras.Input((6,)), keras.layers.Dense(8, activation="relu"),

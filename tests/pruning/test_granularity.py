@@ -96,7 +96,7 @@ def test_block_global_and_group_scopes_count_blocks(rng):
         masks["dense_1/kernel"], 4)
     assert hidden == pruned_count(0.5, 4 * 8 + 2 * 8)
     assert {w.pool for w in report.weights} == {"global", "output"}
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     model = kl.wrap(mlp((16, 8, 8, 4)))
     randomize(model, rng)
     kl.prune(model, 0.2, groups=[kl.Group(["dense", "dense_1"], rate=0.25)],
@@ -244,7 +244,7 @@ def test_block_alignment_warns_on_a_mix(rng):
         warnings.simplefilter("error", UserWarning)
         assert check_block_alignment(model) == {"dense": "block",
                                                 "dense_1": "block"}
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     model = kl.wrap(mlp((16, 8, 4)))
     randomize(model, rng)
     kl.prune(model, 0.5, rates={"dense_1": 0.5}, granularity="block")
@@ -306,7 +306,7 @@ def test_tflite_block_sparse_report_and_n_m_from_the_flatbuffer(tmp_path, rng):
     # 4x1 blocks keep 4 consecutive inputs: a 2:4 check must object.
     assert check_n_m(str(path), 2, 4).violations > 0
 
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     nm = kl.wrap(mlp((32, 16, 8)))
     randomize(nm, rng)
     kl.prune(nm, 0.5, output_rate=0.5, granularity="2:4")
