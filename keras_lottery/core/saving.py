@@ -10,6 +10,9 @@ from keras_lottery.core.rewind import ASSET, capture_init, restore_points
 from keras_lottery.core.state import attached_wrapper
 from keras_lottery.core.wrapper import PrunableWrapper
 
+# The weights entry of a `.keras` file (Keras' saving_lib writes it).
+_WEIGHTS = "model.weights.h5"
+
 
 def load_model(
     filepath, custom_objects: dict | None = None, compile: bool = True,
@@ -74,7 +77,7 @@ def load_model(
                 layer, "load_own_variables", _attaching_loader(layer)
             )
     try:
-        model.load_weights(filepath)
+        _load_weights(model, filepath)
     finally:
         for layer in loaders:
             if attached_wrapper(layer) is None:
@@ -84,6 +87,33 @@ def load_model(
     else:
         restore_points(model, points)
     return model
+
+
+def _load_weights(model, filepath) -> None:
+    """`model.load_weights` from the file's weights, extracted first.
+
+    Given a `.keras` file, `load_weights` reads its HDF5 weights through
+    the zip archive, where every backward seek re-reads (and re-checks)
+    the entry from its start: minutes for a large model.
+    `keras.saving.load_model` avoids that by reading the entry whole
+    first; this does the same through the public API, with a temporary
+    file.
+    """
+    import os
+    import tempfile
+    import zipfile
+
+    with zipfile.ZipFile(filepath) as archive:
+        names = archive.namelist()
+        if _WEIGHTS not in names:
+            raise ValueError(
+                f"'{filepath}' holds no {_WEIGHTS} (its entries: {names}): "
+                "it is not a whole .keras file. Save the model again with "
+                "model.save('name.keras')."
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            archive.extract(_WEIGHTS, tmp)
+            model.load_weights(os.path.join(tmp, _WEIGHTS))
 
 
 def _read_points(archive) -> dict | None:

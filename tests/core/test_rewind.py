@@ -178,3 +178,19 @@ def test_reloaded_model_rewinds_every_weight_normalization_included(tmp_path):
         keras.ops.convert_to_numpy(plain.predict(np.ones((2, 6)), verbose=0)),
         keras.ops.convert_to_numpy(model.predict(np.ones((2, 6)), verbose=0)),
     )
+
+
+def test_load_model_without_weights_entry_fails_naming_it(tmp_path):
+    """A .keras file that lost its weights is refused, never loaded with
+    fresh weights."""
+    import zipfile
+
+    path = tmp_path / "m.keras"
+    kl.wrap(mlp()).save(path)
+    broken = tmp_path / "broken.keras"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(broken, "w") as dst:
+        for name in src.namelist():
+            if name != "model.weights.h5":
+                dst.writestr(name, src.read(name))
+    with pytest.raises(ValueError, match=r"holds no model\.weights\.h5"):
+        kl.load_model(broken)
