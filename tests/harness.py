@@ -5,7 +5,8 @@ must satisfy, built-in or registered: wrapped with an all-ones mask it
 computes the same outputs and gradients as the plain layer; with a random
 mask it computes what the layer with `w * mask` baked in computes, pruned
 weights get no update from an optimizer step, and kept weights still learn.
-`outputs_and_gradients` is the one per-backend gradient helper of the suite.
+`outputs_and_gradients` is the one per-backend gradient helper of the suite;
+`assert_user_path` checks a row of the model zoo (`benchmarks/zoo.py`).
 """
 
 from __future__ import annotations
@@ -149,6 +150,21 @@ def check_prunable_layer(factory, inputs: tuple, expected_weights=None,
         # Kept weights still learn (the check above would pass vacuously).
         assert np.any(grad[~pruned] != 0.0), f"{kind}/{name}: no gradient at all"
     return wrapper
+
+
+def assert_user_path(row: dict) -> None:
+    """The whole user path held on one zoo model (`benchmarks.zoo.check`)."""
+    name = row["model"]
+    assert row["all_ones_diff"] <= 1e-5, f"{name}: wrap changed the outputs"
+    assert row["coverage"] >= 0.95, f"{name}: coverage {row['coverage']:.3f}"
+    assert not row["unreached_warning"] or row["unreached"]
+    if not name.endswith("Backbone"):  # a backbone ends in a normalization
+        assert row["outputs"], f"{name}: no output layer found"
+    assert 0.3 < row["sparsity"] < 0.6
+    assert row["pruned_nonzero_after_training"] == 0, f"{name}: revived"
+    assert row["strip_diff"] <= 1e-4 and not row["strip_has_wrappers"]
+    assert row["keras_round_trip_masks_equal"], f"{name}: masks lost"
+    assert row["keras_round_trip_diff"] <= 1e-5, f"{name}: .keras differs"
 
 
 def tiny_search(seed: int, directory, before_fit=None) -> None:
